@@ -1,0 +1,1 @@
+"""Flax linen modules: template field, deformation field, generator."""

@@ -1,0 +1,249 @@
+"""The animatable generator: deformation → manifold intersection → radiance → compositing
+(paper §3.2-§3.3, SPEC §3.4).
+
+`AnimatableGenerator` holds the four networks and renders one image's rays (`render_rays`);
+`render` is the pure batched renderer that maps over ray chunks with `lax.map` (optionally
+rematerialised with `jax.checkpoint`) so large images fit in memory.
+
+Warp conventions (`warp` attribute, SPEC §3.5):
+  * 'single' (default, for training from scratch): Δ is in world units, the canonical point is
+    x_t + Δ and both template networks see it through one box warp.
+  * 'double' (released AniFaceGAN, for its checkpoints): the manifold predictor is fed
+    8.3333·x_t + Δ as if it were a world point (so it is warped twice), while the radiance net
+    sees x*_t + Δ* at the intersections.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from anifacegan_jax.models.deformation import DeformationField
+from anifacegan_jax.models.layers import MappingNetwork
+from anifacegan_jax.models.template import BOX_WARP, ManifoldPredictor, RadianceNet
+from anifacegan_jax.rendering import camera as camera_lib
+from anifacegan_jax.rendering.compositing import composite_ray
+from anifacegan_jax.rendering.manifolds import first_crossings, interpolate_at, manifold_levels
+from anifacegan_jax.types import Array, Camera, Codes, Latents, PRNGKey, PyTree, Rays, RenderOutput
+
+WARP_MODES = ("single", "double")
+LOCKED_VIEW_DIRECTION = (0.0, 0.0, -1.0)
+
+
+@flax.struct.dataclass
+class RayOutput:
+  """Per-ray results for one image; C rays, P = num_levels + 1 points per ray.
+
+  Attributes:
+    pixel: (C, 3) colour in [0, 1] (up to the sigmoid widening).
+    depth: (C,) world units.
+    weights: (C, P) compositing weights (background last).
+    points_target: (C, P, 3) target-space intersections, world.
+    points_canonical: (C, P, 3) canonical-space intersections, world.
+    valid: (C, P) bool.
+  """
+
+  pixel: Array
+  depth: Array
+  weights: Array
+  points_target: Array
+  points_canonical: Array
+  valid: Array
+
+
+class AnimatableGenerator(nn.Module):
+  """Template field (GRAM) + deformation field F, rendered with radiance manifolds.
+
+  Attributes:
+    warp: 'single' or 'double' (see module docstring).
+    crossing: 'decreasing' (GRAM) or 'either' (released AniFaceGAN) first-crossing rule.
+    min_gap: GRAM's |s_hi − s_lo| guard (0.05; released AniFaceGAN: 0).
+    num_samples: samples per ray (64).
+    near, far: sample range along the unit ray direction, world units (0.88, 1.12).
+    num_levels, levels_start, levels_end: the manifold iso-values linspace(23, 8, 23).
+    background_z: world z of the background plane (−0.12).
+    delta: compositing interval length (0.04).
+    white_background: paint the background point white (released `white_back` meaning).
+    fov_degrees, camera_radius: the pinhole camera (12°, 1).
+    manifold_hidden: width of the manifold predictor (128).
+    radiance_hidden: width of the radiance trunk and its mapping network (256).
+    deform_hidden: width of F and its mapping network (128).
+    deform_zero_channels, deform_output_dim: F's released I/O layout (4, 7).
+    deform_final_bias_init: 'zeros' (Δ ≡ 0 at init) or 'torch' (released init).
+  """
+
+  warp: str = "single"
+  crossing: str = "decreasing"
+  min_gap: float = 0.05
+  num_samples: int = 64
+  near: float = 0.88
+  far: float = 1.12
+  num_levels: int = 23
+  levels_start: float = 23.0
+  levels_end: float = 8.0
+  background_z: float = -0.12
+  delta: float = 0.04
+  white_background: bool = False
+  fov_degrees: float = 12.0
+  camera_radius: float = 1.0
+  manifold_hidden: int = 128
+  radiance_hidden: int = 256
+  deform_hidden: int = 128
+  deform_zero_channels: int = 4
+  deform_output_dim: int = 7
+  deform_final_bias_init: str = "zeros"
+
+  def setup(self):
+    if self.warp not in WARP_MODES:
+      raise ValueError(f"warp must be one of {WARP_MODES}, got {self.warp!r}")
+    self.manifold = ManifoldPredictor(hidden=self.manifold_hidden)
+    self.mapping = MappingNetwork(hidden=self.radiance_hidden, num_film=9,
+                                  film_width=self.radiance_hidden)
+    self.radiance = RadianceNet(hidden=self.radiance_hidden)
+    self.deformation = DeformationField(
+        hidden=self.deform_hidden, zero_channels=self.deform_zero_channels,
+        output_dim=self.deform_output_dim, final_bias_init=self.deform_final_bias_init)
+
+  def codes(self, latents: Latents) -> Codes:
+    """Both mapping networks: radiance from cat(z_id, ε), deformation from cat(z_id, z_exp)."""
+    freq, phase = self.mapping(jnp.concatenate([latents.z_id, latents.noise], axis=-1))
+    deform_freq, deform_phase = self.deformation.code(latents.z_id, latents.z_exp)
+    return Codes(radiance_freq=freq, radiance_phase=phase,
+                 deform_freq=deform_freq, deform_phase=deform_phase)
+
+  def deform(self, x: Array, codes: Codes) -> Array:
+    """Δ (..., 3) at target points x (..., 3), world units, for one image's codes."""
+    return self.deformation(x, codes.deform_freq, codes.deform_phase)
+
+  def render_rays(self, codes: Codes, rays: Rays, lock_view: bool = False) -> RayOutput:
+    """Render C rays (origins, directions (C, 3), world) of one image with its `codes`."""
+    distances = camera_lib.sample_distances(self.near, self.far, self.num_samples)
+    x_t = camera_lib.sample_points(rays, distances)  # (C, S, 3)
+    delta = self.deform(x_t, codes)
+    manifold_in = x_t * BOX_WARP + delta if self.warp == "double" else x_t + delta
+    s = self.manifold(manifold_in)  # (C, S)
+    levels = manifold_levels(self.levels_start, self.levels_end, self.num_levels)
+    crossings = functools.partial(first_crossings, levels=levels, crossing=self.crossing,
+                                  min_gap=self.min_gap)
+    index, fraction, valid = jax.vmap(crossings)(s)
+    x_star = jax.vmap(interpolate_at)(x_t, index, fraction)  # (C, L, 3)
+    delta_star = jax.vmap(interpolate_at)(delta, index, fraction)
+    background = camera_lib.background_points(rays, self.background_z)[:, None, :]
+    points_target = jnp.concatenate([x_star, background], axis=1)  # (C, P, 3)
+    points_canonical = jnp.concatenate([x_star + delta_star, background], axis=1)
+    valid = jnp.concatenate([valid, jnp.ones_like(valid[:, :1])], axis=1)
+    if lock_view:
+      directions = jnp.broadcast_to(jnp.asarray(LOCKED_VIEW_DIRECTION, x_t.dtype),
+                                    rays.directions.shape)
+    else:
+      directions = rays.directions
+    rgb, sigma_raw = self.radiance(points_canonical, directions[:, None, :],
+                                   codes.radiance_freq, codes.radiance_phase)
+    z = jnp.linalg.norm(points_target - rays.origins[:, None, :], axis=-1)
+    is_background = jnp.arange(points_target.shape[1]) == points_target.shape[1] - 1
+    composite = functools.partial(composite_ray, is_background=is_background, delta=self.delta,
+                                  white_background=self.white_background)
+    pixel, depth, weights = jax.vmap(composite)(rgb, sigma_raw, z, valid)
+    return RayOutput(pixel=pixel, depth=depth, weights=weights, points_target=points_target,
+                     points_canonical=points_canonical, valid=valid)
+
+  def __call__(self, latents: Latents, rays: Rays) -> RayOutput:
+    """Unbatched latents (80,), (64,), (80,) and rays (C, 3): used by `init`."""
+    return self.render_rays(self.codes(latents), rays)
+
+
+def init_generator(model: AnimatableGenerator, key: PRNGKey) -> PyTree:
+  """Initial variables {'params': {'manifold', 'mapping', 'radiance', 'deformation'}}."""
+  latents = jax.tree_util.tree_map(lambda x: x[0], Latents.dummy(1))
+  return model.init(key, latents, Rays.dummy(2))
+
+
+def truncate(codes: Codes, mean_freq: Array, mean_phase: Array, psi: float | Array) -> Codes:
+  """Truncation trick on the radiance codes only: mean + ψ·(code − mean) (SPEC §2.6)."""
+  return codes.replace(
+      radiance_freq=mean_freq + psi * (codes.radiance_freq - mean_freq),
+      radiance_phase=mean_phase + psi * (codes.radiance_phase - mean_phase))
+
+
+def mean_radiance_codes(model: AnimatableGenerator, variables: PyTree, key: PRNGKey,
+                        sample_z_id: Callable[[PRNGKey, int], Array] | None = None,
+                        num: int = 10_000) -> tuple[Array, Array]:
+  """Mean radiance (freq, phase), each (9, hidden), over `num` codes of cat(z_id, ε).
+
+  z_id comes from `sample_z_id(key, num)` (the identity prior; default N(0, I)), ε ~ N(0, I).
+  """
+  key_id, key_noise = jax.random.split(key)
+  z_id = (sample_z_id(key_id, num) if sample_z_id is not None
+          else jax.random.normal(key_id, (num, 80), jnp.float32))
+  noise = jax.random.normal(key_noise, (num, 80), jnp.float32)
+  freq, phase = model.apply(variables, jnp.concatenate([z_id, noise], -1),
+                            method=lambda m, z: m.mapping(z))
+  return freq.mean(axis=0), phase.mean(axis=0)
+
+
+def _chunk_rays(rays: Rays, chunk: int) -> tuple[Rays, int]:
+  """(B, N, 3) → (num_chunks, B, chunk, 3), padding N with copies of the last ray."""
+  num = rays.origins.shape[1]
+  padded = -(-num // chunk) * chunk
+
+  def split(x):
+    x = jnp.pad(x, ((0, 0), (0, padded - num), (0, 0)), mode="edge")
+    return jnp.swapaxes(x.reshape(x.shape[0], padded // chunk, chunk, 3), 0, 1)
+
+  return jax.tree_util.tree_map(split, rays), num
+
+
+def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, camera: Camera, *,
+           resolution: int, chunk_size: int = 4096, lock_view: bool = False,
+           psi: float = 1.0, mean_codes: tuple[Array, Array] | None = None,
+           remat: bool = False) -> RenderOutput:
+  """Render a batch of images (pure; jit with `resolution` etc. static).
+
+  Args:
+    model: the generator definition.
+    variables: its variables.
+    latents: batched Latents, leading dim B.
+    camera: (B,) poses.
+    resolution: R, images are R × R.
+    chunk_size: rays per `lax.map` step per image.
+    lock_view: replace every view direction by (0, 0, −1) (rendering / FID protocol).
+    psi: truncation ψ; needs `mean_codes` when ≠ 1.
+    mean_codes: (freq, phase) from `mean_radiance_codes`.
+    remat: rematerialise each chunk in the backward pass (`jax.checkpoint`), for training.
+
+  Returns:
+    RenderOutput with image (B, R, R, 3) in [−1, 1].
+  """
+  codes = model.apply(variables, latents, method=AnimatableGenerator.codes)
+  if psi != 1.0:
+    if mean_codes is None:
+      raise ValueError("render(psi != 1) needs mean_codes from mean_radiance_codes()")
+    codes = truncate(codes, *mean_codes, psi)
+  rays = camera_lib.generate_rays(camera, resolution, model.fov_degrees, model.camera_radius)
+  chunks, num_rays = _chunk_rays(rays, min(chunk_size, resolution * resolution))
+
+  def render_chunk(ray_chunk: Rays) -> RayOutput:
+    per_image = lambda c, r: model.apply(variables, c, r, lock_view,
+                                         method=AnimatableGenerator.render_rays)
+    return jax.vmap(per_image)(codes, ray_chunk)
+
+  if remat:
+    render_chunk = jax.checkpoint(render_chunk)
+  out = jax.lax.map(render_chunk, chunks)  # leaves (num_chunks, B, chunk, ...)
+
+  def merge(x):
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape((x.shape[0], -1) + x.shape[3:])[:, :num_rays]
+
+  out = jax.tree_util.tree_map(merge, out)
+  batch = latents.z_id.shape[0]
+  return RenderOutput(
+      image=out.pixel.reshape(batch, resolution, resolution, 3) * 2.0 - 1.0,
+      depth=out.depth.reshape(batch, resolution, resolution),
+      weights=out.weights, points_target=out.points_target,
+      points_canonical=out.points_canonical, valid=out.valid)

@@ -1,0 +1,121 @@
+"""Building blocks shared by the template and deformation fields: PyTorch-equivalent linear layers
+with the official initialisations (SPEC §2.1-§2.3, §3.3), FiLM-SIREN layers and mapping networks.
+
+Kernels are stored Flax-style as (in, out) = Wᵀ of the PyTorch (out, in) weight.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from anifacegan_jax.types import Array
+
+Initializer = Callable[..., Array]
+FILM_FREQ_SCALE = 15.0  # ω = 15·f + 30 turns a mapping output f into a SIREN frequency
+FILM_FREQ_SHIFT = 30.0
+
+
+def uniform(bound: float) -> Initializer:
+  """U(-bound, bound)."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def film_kernel_init(first: bool) -> Initializer:
+  """U(±1/fan_in) for the first FiLM layer, else U(±√(6/fan_in)/25) (SPEC §2.2)."""
+  def init(key, shape, dtype=jnp.float32):
+    fan_in = shape[0]
+    bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / 25.0
+    return uniform(bound)(key, shape, dtype)
+  return init
+
+
+def kaiming_leaky_init(negative_slope: float = 0.2, scale: float = 1.0) -> Initializer:
+  """N(0, (gain/√fan_in)²)·scale with gain = √(2/(1+a²)) (PyTorch kaiming_normal_, fan_in, leaky_relu)."""
+  def init(key, shape, dtype=jnp.float32):
+    std = math.sqrt(2.0 / (1.0 + negative_slope**2)) / math.sqrt(shape[0])
+    return scale * std * jax.random.normal(key, shape, dtype)
+  return init
+
+
+def geometric_hidden_init(key, shape, dtype=jnp.float32):
+  """N(0, 2/fan_out): GRAM's geometric init of the manifold predictor's hidden layers."""
+  return math.sqrt(2.0 / shape[1]) * jax.random.normal(key, shape, dtype)
+
+
+class Linear(nn.Module):
+  """A PyTorch-equivalent linear layer y = x W + b.
+
+  Attributes:
+    features: output width.
+    kernel_init: initialiser of the (in, out) kernel.
+    bias_init: 'torch' for PyTorch's default U(±1/√fan_in), 'zeros', or a callable.
+  """
+
+  features: int
+  kernel_init: Initializer = film_kernel_init(first=False)
+  bias_init: str | Initializer = "torch"
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    fan_in = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (fan_in, self.features))
+    if self.bias_init == "torch":
+      bias_init = uniform(1.0 / math.sqrt(fan_in))
+    elif self.bias_init == "zeros":
+      bias_init = nn.initializers.zeros
+    else:
+      bias_init = self.bias_init
+    bias = self.param("bias", bias_init, (self.features,))
+    return x @ kernel + bias
+
+
+class FiLMLayer(nn.Module):
+  """FiLM-SIREN layer h ← sin(ω ⊙ (W h + b) + φ), ω = 15·freq + 30 (SPEC §2.2).
+
+  Attributes:
+    features: output width.
+    first: use the first-layer init U(±1/fan_in).
+  """
+
+  features: int
+  first: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, freq: Array, phase: Array) -> Array:
+    """x (..., in); freq, phase broadcastable to (..., features) → (..., features)."""
+    h = Linear(self.features, kernel_init=film_kernel_init(self.first), name="linear")(x)
+    return jnp.sin((FILM_FREQ_SCALE * freq + FILM_FREQ_SHIFT) * h + phase)
+
+
+class MappingNetwork(nn.Module):
+  """z → (frequencies, phase shifts): 3 hidden LeakyReLU(0.2) layers and a linear output (SPEC §2.1).
+
+  Attributes:
+    hidden: hidden width (256 radiance, 128 deformation).
+    num_film: number of FiLM layers fed; the output has 2·num_film·film_width values.
+    film_width: width of each FiLM layer.
+  """
+
+  hidden: int
+  num_film: int
+  film_width: int
+
+  @nn.compact
+  def __call__(self, z: Array) -> tuple[Array, Array]:
+    """z (..., z_dim) → freq, phase each (..., num_film, film_width), raw (pre 15f+30)."""
+    h = z
+    for i in range(3):
+      h = Linear(self.hidden, kernel_init=kaiming_leaky_init(), name=f"dense_{i}")(h)
+      h = nn.leaky_relu(h, 0.2)
+    out = Linear(2 * self.num_film * self.film_width,
+                 kernel_init=kaiming_leaky_init(scale=0.25), name="dense_3")(h)
+    freq, phase = jnp.split(out, 2, axis=-1)
+    shape = z.shape[:-1] + (self.num_film, self.film_width)
+    return freq.reshape(shape), phase.reshape(shape)

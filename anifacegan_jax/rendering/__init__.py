@@ -1,0 +1,1 @@
+"""Cameras, rays, ray/manifold intersection and compositing (pure jnp)."""

@@ -1,0 +1,127 @@
+"""Array aliases and the typed pytrees passed between rendering, models and training.
+
+Frames used throughout (SPEC §1):
+  * world: right-handed, y up, head at the origin facing +z, camera on the unit sphere; the
+    sample box is about ±0.12 world units.
+  * warped: world × 1/0.12·2 = 8.3333 (GRAM's UniformBoxWarp), the input scale of every MLP.
+  * target space: where rays live (the animated face); canonical (template) space: target + Δ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PRNGKey = jax.Array
+PyTree = Any
+
+ID_DIM = 80
+EXP_DIM = 64
+NOISE_DIM = 80
+
+
+@flax.struct.dataclass
+class Latents:
+  """Per-image codes of the animatable generator.
+
+  Attributes:
+    z_id: (..., 80) 3DMM identity coefficients β.
+    z_exp: (..., 64) 3DMM expression coefficients γ; zeros are the neutral face.
+    noise: (..., 80) ε ~ N(0, I): appearance, lighting, background.
+  """
+
+  z_id: Array
+  z_exp: Array
+  noise: Array
+
+  @classmethod
+  def dummy(cls, batch: int = 1) -> "Latents":
+    return cls(
+        z_id=jnp.zeros((batch, ID_DIM), jnp.float32),
+        z_exp=jnp.zeros((batch, EXP_DIM), jnp.float32),
+        noise=jnp.zeros((batch, NOISE_DIM), jnp.float32),
+    )
+
+
+@flax.struct.dataclass
+class Camera:
+  """Camera poses on the sphere of radius `radius` around the origin.
+
+  Attributes:
+    pitch: (...,) polar angle φ from +y, radians (π/2 = level).
+    yaw: (...,) azimuth θ, radians (π/2 = frontal).
+  """
+
+  pitch: Array
+  yaw: Array
+
+  @classmethod
+  def frontal(cls, batch: int = 1) -> "Camera":
+    half_pi = jnp.full((batch,), jnp.pi / 2, jnp.float32)
+    return cls(pitch=half_pi, yaw=half_pi)
+
+  def as_pose(self) -> Array:
+    """(..., 2) the (φ, θ) pair that the discriminator's pose head regresses (SPEC §1.1)."""
+    return jnp.stack([self.pitch, self.yaw], axis=-1)
+
+
+@flax.struct.dataclass
+class Rays:
+  """Rays in world units.
+
+  Attributes:
+    origins: (..., 3) ray origins (the camera centre), world.
+    directions: (..., 3) unit directions, world.
+  """
+
+  origins: Array
+  directions: Array
+
+  @classmethod
+  def dummy(cls, num: int = 1) -> "Rays":
+    return cls(
+        origins=jnp.tile(jnp.array([[0.0, 0.0, 1.0]], jnp.float32), (num, 1)),
+        directions=jnp.tile(jnp.array([[0.0, 0.0, -1.0]], jnp.float32), (num, 1)),
+    )
+
+
+@flax.struct.dataclass
+class Codes:
+  """Outputs of the two mapping networks for one image (or a batch with leading dims).
+
+  Attributes:
+    radiance_freq: (..., 9, 256) FiLM frequencies f of the radiance net (ω = 15 f + 30).
+    radiance_phase: (..., 9, 256) FiLM phase shifts of the radiance net.
+    deform_freq: (..., 3, 128) FiLM frequencies of the deformation net.
+    deform_phase: (..., 3, 128) FiLM phase shifts of the deformation net.
+  """
+
+  radiance_freq: Array
+  radiance_phase: Array
+  deform_freq: Array
+  deform_phase: Array
+
+
+@flax.struct.dataclass
+class RenderOutput:
+  """A rendered batch. P = 24 points per ray (23 manifold intersections + background plane).
+
+  Attributes:
+    image: (B, R, R, 3) RGB in [-1, 1] (≈ ±1.002 with the widened sigmoid).
+    depth: (B, R, R) Σ w·z / Σ w, world units along the ray (Eq. 5).
+    weights: (B, R·R, P) compositing weights α·T in the input point order (background last).
+    points_target: (B, R·R, P, 3) intersections in target space, world.
+    points_canonical: (B, R·R, P, 3) the same points warped to the template, world.
+    valid: (B, R·R, P) bool, the manifold was crossed (background always valid).
+  """
+
+  image: Array
+  depth: Array
+  weights: Array
+  points_target: Array
+  points_canonical: Array
+  valid: Array
