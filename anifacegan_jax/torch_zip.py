@@ -1,0 +1,426 @@
+"""Read and write PyTorch checkpoints (the zip format of `torch.save` since 1.6) without torch.
+
+Format: a stored zip whose records sit under one top folder (`archive/`, or the file stem such as
+`dif/`): `data.pkl` is a protocol-2 pickle of the saved object in which each tensor is a call
+`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` and each storage a
+persistent id `('storage', torch.FloatStorage, key, location, numel)` naming the record
+`data/<key>`; `version` and `byteorder` ("little"/"big") complete it. TorchScript archives
+(`torch.jit.save`) add `code/` and `constants.pkl` (tensors in `constants/<key>`), and pickle
+their modules as `__torch__.*` objects. Only zipfile, pickle, numpy and ml_dtypes are needed;
+tensors load as C-contiguous `numpy.ndarray`s whatever device they were saved from.
+
+Security: pickle can run arbitrary code, so `load` uses a restricted unpickler. Only an allowlist
+of globals (torch tensor-rebuild functions, storage/dtype names, OrderedDict, a few inert builtins
+and numpy array constructors) has behaviour; any other global (a whole
+`torch_ema.ExponentialMovingAverage`, `__torch__.Net`, `os.system`) becomes a `PickledObject`
+stub that only records what the pickle hands it. Nothing from the file is executed.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pathlib
+import pickle
+import re
+import stat
+import struct
+import sys
+import tempfile
+import zipfile
+from typing import Any, BinaryIO
+
+import ml_dtypes
+import numpy as np
+
+# Legacy typed-storage class -> element dtype (torch.storage._dtype_to_storage_type_map); other
+# storage classes (QInt8Storage, ...) load as stubs and are rejected as unsupported dtypes.
+_STORAGE_DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(dt) for name, dt in {
+        "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
+        "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
+        "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
+        "BoolStorage": np.bool_, "ComplexFloatStorage": np.complex64,
+        "ComplexDoubleStorage": np.complex128,
+    }.items()}
+# numpy dtype name -> storage class name written by `save`.
+_SAVE_STORAGE = {dt.name: name for name, dt in _STORAGE_DTYPES.items()}
+# `torch.<dtype>` globals numpy can hold; newer dtypes (uint16, float8) come with UntypedStorage.
+_TORCH_DTYPES: dict[str, np.dtype] = {
+    **{dt.name: dt for dt in _STORAGE_DTYPES.values()},
+    **{name: np.dtype(name) for name in ("uint16", "uint32", "uint64")},
+    **{name: np.dtype(getattr(ml_dtypes, name)) for name in (
+        "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")},
+}
+# Every `torch.<name>` global that stands for an element dtype (storage classes and dtypes alike).
+_TORCH_GLOBALS = {**_STORAGE_DTYPES, **_TORCH_DTYPES, "UntypedStorage": np.dtype(np.uint8)}
+# ndarray / numpy-scalar reconstructors, taken from numpy itself so both numpy 1 and 2 names work.
+_NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
+_NP_SCALAR = np.float64(0).__reduce__()[0]
+
+
+class TorchZipError(ValueError):
+  """A file that exists but is not a checkpoint this module can read or write."""
+
+
+class NotAZipError(TorchZipError):
+  """Not a zip archive (e.g. the legacy pre-1.6 `torch.save` format)."""
+
+
+class MissingDataPklError(TorchZipError):
+  """A zip archive without a `*/data.pkl` record."""
+
+
+class StorageError(TorchZipError):
+  """A storage record is missing, or too short for a tensor view on it."""
+
+
+class UnsupportedDtypeError(TorchZipError):
+  """A tensor dtype numpy cannot represent (quantized, complex32, ...) or `save` cannot write."""
+
+
+class PickledObject:
+  """Inert stand-in for an instance of a class outside the allowlist.
+
+  `find_class` makes one subclass per global, so `module`/`name` are the pickled import path
+  (e.g. 'torch_ema', 'ExponentialMovingAverage'). Instance attributes: `args`/`kwargs` given to
+  the constructor (REDUCE / NEWOBJ), `state` handed to `__setstate__` (usually the instance
+  `__dict__`, tensors already numpy arrays; None if never set), and `dictitems`/`listitems`
+  filled by SETITEMS/APPENDS when the class subclassed dict/list.
+  """
+
+  module: str = ""
+  name: str = ""
+
+  def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
+    self = super().__new__(cls)
+    self.args, self.kwargs, self.state = args, kwargs, None
+    self.dictitems, self.listitems = {}, []
+    return self
+
+  def __init__(self, *args: Any, **kwargs: Any) -> None:
+    del args, kwargs  # already recorded by __new__ (NEWOBJ skips __init__, REDUCE calls both)
+
+  def __setstate__(self, state: Any) -> None:
+    self.state = state
+
+  def __setitem__(self, key: Any, value: Any) -> None:
+    self.dictitems[key] = value
+
+  def append(self, value: Any) -> None:
+    self.listitems.append(value)
+
+  def extend(self, values: Any) -> None:
+    self.listitems.extend(values)
+
+  def __repr__(self) -> str:
+    return f"PickledObject({self.module}.{self.name})"
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """Unpickles one `*.pkl` record of an archive. Storages become read-only (numel,) arrays of
+  the storage dtype, in native byte order (raw uint8 for UntypedStorage). Allowlisted callables
+  are closures of this per-load instance, so a crafted BUILD opcode that sets their attributes
+  cannot tamper with later loads."""
+
+  def __init__(self, archive: zipfile.ZipFile, path: pathlib.Path, prefix: str, pickle_name: str):
+    super().__init__(io.BytesIO(archive.read(prefix + pickle_name)))
+    self._archive, self._path, self._prefix = archive, path, prefix
+    self._storage_dir = prefix + pickle_name.removesuffix(".pkl") + "/"
+    has_order = prefix + "byteorder" in archive.namelist()  # absent in older files: little
+    order = archive.read(prefix + "byteorder").decode() if has_order else "little"
+    if order not in ("little", "big"):
+      raise TorchZipError(f"{path}: byteorder record says {order!r}; expected 'little' or 'big'")
+    self._swap = order != sys.byteorder
+    self._storages: dict[str, np.ndarray] = {}  # key -> storage; shared by all views of it
+    self._keys: dict[int, str] = {}  # id(storage) -> key: only these may back a tensor
+    self._stubs: dict[tuple[str, str], type[PickledObject]] = {}
+    first_arg = lambda value, *_: value  # noqa: E731
+    self._allowed: dict[str, Any] = {
+        "collections.OrderedDict": collections.OrderedDict,
+        # (storage, offset, size, stride[, requires_grad, hooks, metadata]); autograd state dropped.
+        "torch._utils._rebuild_tensor": lambda st, off, size, stride: (
+            self._view(st, off, size, stride)),
+        "torch._utils._rebuild_tensor_v2": lambda st, off, size, stride, *_: (
+            self._view(st, off, size, stride)),
+        # Newer dtypes (uint16, float8): UntypedStorage bytes + (requires_grad, hooks, dtype, ...).
+        "torch._utils._rebuild_tensor_v3": lambda st, off, size, stride, _rg, _hooks, dtype, *_: (
+            self._view(st, off, size, stride, self._dtype(dtype, self._keys.get(id(st), "?")))),
+        "torch._utils._rebuild_parameter": first_arg,  # (data, requires_grad, hooks[, state])
+        "torch._utils._rebuild_parameter_with_state": first_arg,
+        # (func, type, args, state): func came through find_class too, so calling it is safe.
+        "torch._tensor._rebuild_from_type_v2": lambda func, _type, args, _state: func(*args),
+        "torch._tensor._rebuild_from_type": lambda func, _type, args, _state: func(*args),
+        "torch.Size": tuple,
+        "torch.device": lambda kind, index=None: kind if index is None else f"{kind}:{index}",
+        "torch.jit._pickle.restore_type_tag": first_arg,  # TorchScript's typed list/dict tags
+        **{f"torch.jit._pickle.build_{kind}list": list
+           for kind in ("int", "double", "float", "bool", "tensor")},
+        # Protocol 2 writes bytes as _codecs.encode(text, 'latin1').
+        "_codecs.encode": lambda text, encoding="latin1": str(text).encode("latin1"),
+        "builtins.set": set, "builtins.frozenset": frozenset, "builtins.complex": complex,
+        "builtins.bytearray": bytearray, "builtins.slice": slice,
+        **{f"numpy.{core}.multiarray.{fn.__name__}": fn
+           for core in ("core", "_core") for fn in (_NP_RECONSTRUCT, _NP_SCALAR)},
+        "numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype,
+    }
+
+  def find_class(self, module: str, name: str) -> Any:
+    module = "builtins" if module == "__builtin__" else module  # protocol 2 uses Py2 names
+    if f"{module}.{name}" in self._allowed:
+      return self._allowed[f"{module}.{name}"]
+    # Storage classes and dtypes both stand for their element dtype; UntypedStorage is raw bytes
+    # whose element dtype _rebuild_tensor_v3 names. Unknown ones (qint8, ...) become stubs.
+    if module in ("torch", "torch.storage") and name in _TORCH_GLOBALS:
+      return _TORCH_GLOBALS[name]
+    if (module, name) not in self._stubs:
+      self._stubs[module, name] = type(name, (PickledObject,), {"module": module, "name": name})
+    return self._stubs[module, name]
+
+  def persistent_load(self, pid: Any) -> np.ndarray:
+    """('storage', storage type, key, location, numel) -> record `<pickle dir>/<key>` as a
+    read-only (numel,) array; TorchScript may give keys relative to the archive root instead."""
+    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
+      raise TorchZipError(f"{self._path}: unexpected persistent id {pid!r}; expected "
+                          "('storage', type, key, location, numel)")
+    _, storage_type, key, _location, numel = pid
+    key = key.decode() if isinstance(key, bytes) else str(key)
+    if key in self._storages:
+      return self._storages[key]
+    dtype, numel = self._dtype(storage_type, key), int(numel)
+    record = self._prefix + key if "/" in key else self._storage_dir + key
+    try:
+      raw = self._archive.read(record)
+    except KeyError:
+      raise StorageError(f"{self._path}: storage record {record!r} is missing; expected one "
+                         f"holding {numel} {dtype.name} elements") from None
+    if numel < 0 or len(raw) < numel * dtype.itemsize:
+      raise StorageError(f"{self._path}: storage record {record!r} has {len(raw)} bytes; "
+                         f"expected {numel} {dtype.name} elements ({numel * dtype.itemsize} bytes)")
+    storage = np.frombuffer(raw, dtype, count=numel)
+    self._storages[key] = storage.byteswap() if self._swap else storage
+    self._keys[id(self._storages[key])] = key
+    return self._storages[key]
+
+  def _dtype(self, torch_type: Any, key: str) -> np.dtype:
+    """The element dtype of a storage class / dtype global (np.dtype after find_class)."""
+    if isinstance(torch_type, np.dtype):
+      return torch_type
+    name = f"{torch_type.module}.{torch_type.name}" if isinstance(torch_type, type) and issubclass(
+        torch_type, PickledObject) else repr(torch_type)
+    raise UnsupportedDtypeError(f"{self._path}: storage {key} has type {name}, which numpy cannot "
+                                f"hold; expected one of {sorted(_TORCH_DTYPES)}")
+
+  def _view(self, storage: Any, offset: int, size: Any, stride: Any,
+            dtype: np.dtype | None = None) -> np.ndarray:
+    """Tensor of `size` at element `offset` with element `stride` in `storage` (of `dtype`
+    elements when given: raw bytes reinterpreted) -> a C-contiguous copy."""
+    if id(storage) not in self._keys:
+      raise StorageError(f"{self._path}: tensor built from {storage!r}; expected a storage")
+    key = self._keys[id(storage)]
+    flat = storage
+    if dtype is not None:  # reinterpret raw bytes; a trailing partial element is ignored
+      flat = storage[:storage.size // dtype.itemsize * dtype.itemsize].view(dtype)
+    size, stride, offset = tuple(map(int, size)), tuple(map(int, stride)), int(offset)
+    if len(size) != len(stride) or min((offset, *size, *stride)) < 0:
+      raise StorageError(f"{self._path}: storage {key}: bad view offset {offset}, size {size}, "
+                         f"stride {stride}")
+    if 0 in size:
+      return np.zeros(size, flat.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= flat.size:
+      raise StorageError(
+          f"{self._path}: storage {key} holds {flat.size} {flat.dtype.name} elements but the "
+          f"tensor view (offset {offset}, size {size}, stride {stride}) needs {last + 1}")
+    view = np.lib.stride_tricks.as_strided(
+        flat[offset:], size, tuple(s * flat.itemsize for s in stride), writeable=False)
+    array = np.array(view, order="C")
+    # Typed storages were swapped on read; bytes reinterpreted as wider elements are swapped here.
+    return array.byteswap() if self._swap and dtype is not None else array
+
+
+def _archive_prefix(archive: zipfile.ZipFile, path: pathlib.Path, pickle_name: str) -> str:
+  """'archive/' for 'archive/data.pkl': the shallowest folder holding `pickle_name`."""
+  found = [n for n in archive.namelist() if n == pickle_name or n.endswith("/" + pickle_name)]
+  if not found:
+    raise MissingDataPklError(f"{path}: zip archive has no */{pickle_name} record; expected a "
+                              "checkpoint written by torch.save (torch >= 1.6) or torch.jit.save")
+  return min(found, key=lambda n: n.count("/")).removesuffix(pickle_name)
+
+
+def load(path: str | os.PathLike[str], *, pickle_name: str = "data.pkl") -> Any:
+  """Unpickles a torch.save / torch.jit.save zip archive with every tensor as a numpy array.
+
+  Args:
+    path: the checkpoint file.
+    pickle_name: the pickle record to read; 'data.pkl' (the saved object, or a TorchScript
+      module's attributes) or e.g. 'constants.pkl' (a TorchScript archive's tensor constants).
+  Returns:
+    The saved object; tensors/Parameters -> C-contiguous `np.ndarray` (float16/32/64, bfloat16,
+    int8/16/32/64, uint8, bool, complex, ...), OrderedDict stays OrderedDict, `torch.device` ->
+    'cuda:0'-style str, `torch.float32` -> np.dtype, other classes -> `PickledObject`.
+  Raises:
+    FileNotFoundError; NotAZipError, MissingDataPklError, StorageError, UnsupportedDtypeError
+    (all TorchZipError, a ValueError) naming the file.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no such file; expected a torch.save checkpoint")
+  if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:  # legacy torch.save files are bare pickles: b"\x80\x02..."
+      legacy = " (a pickle: the legacy pre-1.6 torch.save format)" if f.read(1) == b"\x80" else ""
+    raise NotAZipError(
+        f"{path}: not a zip archive{legacy}; expected a torch.save checkpoint in the zip format "
+        "of torch >= 1.6. Re-save it with `torch.save(obj, path)` from a recent torch.")
+  with zipfile.ZipFile(path) as archive:
+    unpickler = _RestrictedUnpickler(
+        archive, path, _archive_prefix(archive, path, pickle_name), pickle_name)
+    try:
+      return unpickler.load()
+    except TorchZipError:
+      raise
+    except Exception as e:  # malformed pickle from an untrusted file: say which file
+      raise TorchZipError(f"{path}: cannot unpickle {pickle_name}: {e!r}") from e
+
+
+class _PickleWriter:
+  """Emits, opcode by opcode, the protocol-2 pickle torch.save would write for nested
+  dict/OrderedDict/list/tuple/scalars/arrays. Hand-written because the stdlib Pickler imports
+  the module of every global it writes, and we must name torch globals without torch."""
+
+  def __init__(self, path: pathlib.Path):
+    self._path, self._out = path, io.BytesIO()
+    self.storages: dict[str, bytes] = {}  # key -> little-endian element bytes
+    self._keys: dict[int, tuple[str, np.ndarray]] = {}  # id(array) -> (key, array kept alive)
+
+  def dumps(self, obj: Any) -> bytes:
+    self._out.write(pickle.PROTO + b"\x02")
+    self._save(obj, "obj")
+    return self._out.getvalue() + pickle.STOP
+
+  def _global(self, module: str, name: str) -> None:
+    self._out.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
+
+  def _save(self, obj: Any, where: str) -> None:
+    w = self._out.write
+    if obj is None or isinstance(obj, bool):
+      w({None: pickle.NONE, True: pickle.NEWTRUE, False: pickle.NEWFALSE}[obj])
+    elif isinstance(obj, np.ndarray | np.generic) or (
+        hasattr(obj, "__array__") and hasattr(obj, "dtype")):  # e.g. jax.Array
+      self._save_tensor(obj, where)  # before float: np.float64 subclasses float
+    elif isinstance(obj, int):
+      w(_int_opcode(int(obj)))
+    elif isinstance(obj, float):
+      w(pickle.BINFLOAT + struct.pack(">d", obj))
+    elif isinstance(obj, str):
+      w(_str_opcode(obj))
+    elif isinstance(obj, bytes):  # as Python's own protocol-2 pickler: _codecs.encode(str, latin1)
+      self._global("_codecs", "encode")
+      w(_str_opcode(obj.decode("latin1")) + _str_opcode("latin1") + pickle.TUPLE2 + pickle.REDUCE)
+    elif isinstance(obj, dict | list | tuple):
+      self._save_container(obj, where)
+    else:
+      raise TypeError(f"{self._path}: cannot save {where} of type {type(obj).__name__}; expected "
+                      "dict/OrderedDict/list/tuple/None/bool/int/float/str/bytes/numpy array")
+
+  def _save_container(self, obj: dict | list | tuple, where: str) -> None:
+    w = self._out.write
+    if isinstance(obj, list | tuple):
+      w(pickle.MARK if isinstance(obj, tuple) else pickle.EMPTY_LIST + pickle.MARK)
+      for i, item in enumerate(obj):
+        self._save(item, f"{where}[{i}]")
+      w(pickle.TUPLE if isinstance(obj, tuple) else pickle.APPENDS)
+    else:
+      if isinstance(obj, collections.OrderedDict):  # what torch writes for state_dicts
+        self._global("collections", "OrderedDict")
+        w(pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.MARK)
+      else:
+        w(pickle.EMPTY_DICT + pickle.MARK)
+      for key, value in obj.items():
+        self._save(key, f"key of {where}")
+        self._save(value, f"{where}[{key!r}]")
+      w(pickle.SETITEMS)
+
+  def _save_tensor(self, obj: Any, where: str) -> None:
+    """`_rebuild_tensor_v2(storage, 0, shape, C strides, False, OrderedDict())`."""
+    array = np.asarray(obj)
+    storage_type = _SAVE_STORAGE.get(array.dtype.name)
+    if storage_type is None:
+      raise UnsupportedDtypeError(f"{self._path}: cannot save {where} of dtype {array.dtype}; "
+                                  f"expected one of {sorted(_SAVE_STORAGE)}")
+    if id(obj) not in self._keys:  # the same array object twice shares one storage
+      key = str(len(self.storages))
+      little = np.ascontiguousarray(array)
+      order = little.dtype.byteorder
+      if order == ">" or (order == "=" and sys.byteorder == "big"):
+        little = little.byteswap()
+      self.storages[key] = little.tobytes()
+      self._keys[id(obj)] = (key, obj)
+    strides = tuple(int(np.prod(array.shape[i + 1:])) for i in range(array.ndim))
+    self._global("torch._utils", "_rebuild_tensor_v2")
+    self._out.write(pickle.MARK + pickle.MARK + _str_opcode("storage"))
+    self._global("torch", storage_type)
+    self._out.write(_str_opcode(self._keys[id(obj)][0]) + _str_opcode("cpu")
+                    + _int_opcode(array.size) + pickle.TUPLE + pickle.BINPERSID + _int_opcode(0))
+    # shape, strides, requires_grad=False, backward hooks OrderedDict(); then close the call.
+    for part in (array.shape, strides, False, collections.OrderedDict()):
+      self._save(part, where)
+    self._out.write(pickle.TUPLE + pickle.REDUCE)
+
+
+def _int_opcode(value: int) -> bytes:
+  if -2**31 <= value < 2**31:
+    return pickle.BININT + struct.pack("<i", value)
+  encoded = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+  return pickle.LONG1 + bytes([len(encoded)]) + encoded
+
+
+def _str_opcode(text: str) -> bytes:
+  encoded = text.encode("utf-8", "surrogatepass")
+  return pickle.BINUNICODE + struct.pack("<I", len(encoded)) + encoded
+
+
+def _write_zip(f: BinaryIO, folder: str, records: dict[str, bytes]) -> None:
+  """Stored zip whose record data start on 64-byte boundaries, as torch's writer does (via a
+  padding extra field 'FB'), so torch.load(mmap=True) can map them."""
+  with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
+    for name, data in records.items():
+      info = zipfile.ZipInfo(f"{folder}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+      header_end = f.tell() + 30 + len(info.filename.encode()) + 4
+      pad = -header_end % 64
+      info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+      archive.writestr(info, data)
+
+
+def save(obj: Any, path: str | os.PathLike[str]) -> None:
+  """Writes `obj` as a zip checkpoint `torch.load(path, weights_only=True)` reads.
+
+  Args:
+    obj: nested dict / OrderedDict / list / tuple (tuples, incl. namedtuples, load as tuples) of
+      None/bool/int/float/str/bytes and arrays (np.ndarray, numpy scalars or anything with
+      `__array__`, e.g. jax.Array) of dtype float16/32/64, bfloat16, int8/16/32/64, uint8, bool,
+      complex64/128; each becomes a contiguous CPU tensor.
+    path: destination; written to a temp file beside it then renamed, so an interrupted save
+      leaves any existing checkpoint intact. The archive folder is the file stem, like torch.
+  Raises:
+    TypeError (unsupported object), UnsupportedDtypeError (unsupported dtype), OSError.
+  """
+  path = pathlib.Path(path)
+  writer = _PickleWriter(path)
+  records = {"data.pkl": writer.dumps(obj),  # before touching the disk: fail early
+             **{f"data/{key}": data for key, data in writer.storages.items()},
+             "version": b"3\n", "byteorder": b"little"}
+  folder = path.stem if re.fullmatch(r"[A-Za-z0-9_.-]+", path.stem) else "archive"
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      _write_zip(f, folder, records)
+      f.flush()
+      os.fsync(f.fileno())
+    # mkstemp makes 0600 files; keep an existing checkpoint's mode, else the usual 0644.
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise

@@ -1,0 +1,93 @@
+"""Generator throughput: images/s of the forward render and of forward+backward, and peak memory.
+
+  python benchmarks/render.py --resolutions=32,64,128 --batch=4 --out=benchmarks/render.json
+
+Writes one JSON record per (resolution, mode) to --out and prints a Markdown table for
+BENCHMARKS.md. Timings exclude compilation (one warm-up call) and use `block_until_ready`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
+from anifacegan_jax.rendering.camera import sample_camera
+from anifacegan_jax.types import Latents
+
+
+def _latents(key, batch):
+  k1, k2, k3 = jax.random.split(key, 3)
+  return Latents(z_id=jax.random.normal(k1, (batch, 80)), z_exp=jax.random.normal(k2, (batch, 64)),
+                 noise=jax.random.normal(k3, (batch, 80)))
+
+
+def _time(fn, *args, repeats):
+  jax.block_until_ready(fn(*args))  # compile + warm up
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / repeats
+
+
+def _peak_bytes():
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def bench(resolution: int, batch: int, chunk: int, repeats: int) -> list[dict]:
+  model = AnimatableGenerator()
+  variables = init_generator(model, jax.random.key(0))
+  latents = _latents(jax.random.key(1), batch)
+  camera = sample_camera(jax.random.key(2), batch)
+  draw = functools.partial(render, model, resolution=resolution, chunk_size=chunk)
+  forward = jax.jit(lambda v, l, c: draw(v, l, c).image)
+
+  def loss(params, l, c):
+    out = draw({"params": params}, l, c, remat=True)
+    return jnp.mean(out.image) + jnp.mean(out.depth)
+
+  backward = jax.jit(jax.grad(loss))
+  records = []
+  for mode, fn, args in (("forward", forward, (variables, latents, camera)),
+                         ("forward+backward", backward, (variables["params"], latents, camera))):
+    seconds = _time(fn, *args, repeats=repeats)
+    records.append(dict(resolution=resolution, batch=batch, chunk=chunk, mode=mode,
+                        seconds_per_batch=seconds, images_per_second=batch / seconds,
+                        peak_bytes=_peak_bytes(), device=jax.devices()[0].device_kind,
+                        backend=jax.default_backend(), jax=jax.__version__,
+                        host=platform.node()))
+    print(json.dumps(records[-1]), flush=True)
+  return records
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--resolutions", default="32,64")
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--chunk", type=int, default=4096)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default="")
+  args = parser.parse_args()
+  records = []
+  for resolution in (int(r) for r in args.resolutions.split(",")):
+    records += bench(resolution, args.batch, args.chunk, args.repeats)
+  print("\n| device | res | batch | mode | images/s | peak GiB |\n|---|---|---|---|---|---|")
+  for r in records:
+    peak = f"{r['peak_bytes'] / 2**30:.2f}" if r["peak_bytes"] else "n/a"
+    print(f"| {r['device']} | {r['resolution']}² | {r['batch']} | {r['mode']} | "
+          f"{r['images_per_second']:.2f} | {peak} |")
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
