@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu>=2.16; platform_machine == 'x86_64'",  # tf.data for tfds and clu
     "tensorflow>=2.16; platform_machine != 'x86_64'",
     "tensorflow-datasets>=4.9.4",
+    "importlib_resources>=6.0",  # needed by tfds when preparing datasets
     "tensorboard>=2.16",
     "ml-collections>=0.1.1",
     "clu>=0.0.12",

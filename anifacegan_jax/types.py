@@ -125,3 +125,28 @@ class RenderOutput:
   points_target: Array
   points_canonical: Array
   valid: Array
+
+
+@flax.struct.dataclass
+class Batch:
+  """Real training examples (leading dims: devices, per-device batch, or a flat batch).
+
+  Attributes:
+    image: (..., R, R, 3) float32 RGB in [-1, 1].
+    pose: (..., 2) float32 camera (pitch φ, yaw θ), radians, GRAM convention.
+    coefficients: (..., 257) float32 3DMM coefficients (id|exp|tex|angle|gamma|trans).
+    landmarks: (..., 68, 2) float32 2-D landmarks in pixels of `image` (x right, y down, pixel
+      centres at integers).
+  """
+
+  image: Array
+  pose: Array
+  coefficients: Array
+  landmarks: Array
+
+  @classmethod
+  def dummy(cls, batch: int = 1, resolution: int = 32) -> "Batch":
+    return cls(image=jnp.zeros((batch, resolution, resolution, 3), jnp.float32),
+               pose=jnp.full((batch, 2), jnp.pi / 2, jnp.float32),
+               coefficients=jnp.zeros((batch, 257), jnp.float32),
+               landmarks=jnp.zeros((batch, 68, 2), jnp.float32))

@@ -2,13 +2,17 @@
 
 import os
 import pathlib
+import zlib
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import scipy.io  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
@@ -19,3 +23,20 @@ def reference_dir() -> pathlib.Path:
   if not REFERENCE_DIR.is_dir():
     pytest.skip(f"reference data not found at {REFERENCE_DIR}")
   return REFERENCE_DIR
+
+
+def write_ffhq_example(manual, stem, size=96, angle=(0.1, 0.2, 0.0), lm=True):
+  """Write images/<stem>.png and mats/<stem>.mat (Deep3DFaceRecon keys) into `manual`."""
+  rng = np.random.default_rng(zlib.crc32(stem.encode()))
+  (manual / "images").mkdir(parents=True, exist_ok=True)
+  (manual / "mats").mkdir(parents=True, exist_ok=True)
+  Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(manual / "images" / f"{stem}.png")
+  mat = dict(id=rng.normal(size=(1, 80)).astype(np.float32),
+             exp=rng.normal(size=(1, 64)).astype(np.float32),
+             tex=rng.normal(size=(1, 80)).astype(np.float32),
+             angle=np.array([angle], np.float32), gamma=np.zeros((1, 27), np.float32),
+             trans=np.array([[0.01, -0.15, -0.5]], np.float32))
+  if lm:
+    mat["lm68"] = np.tile(np.array([[111.5, 50.0]], np.float32), (68, 1))[None]
+  scipy.io.savemat(manual / "mats" / f"{stem}.mat", mat)
+  return mat

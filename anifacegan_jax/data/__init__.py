@@ -1,0 +1,1 @@
+"""Datasets (tfds builders) and the device input pipeline."""
