@@ -1,0 +1,239 @@
+"""GanState and the pure, pmapped training step: one discriminator step then one generator step.
+
+This is the only module that talks to the device axis ('batch'): gradients and metrics are
+`pmean`-ed over it and per-replica randomness comes from fold_in(step) then fold_in(axis_index).
+Static hyperparameters come in a frozen `StepConfig` bound with `functools.partial`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from anifacegan_jax import losses
+from anifacegan_jax.models.discriminator import Discriminator
+from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
+from anifacegan_jax.models.priors import GaussianPrior, sample_latents
+from anifacegan_jax.rendering.camera import sample_camera
+from anifacegan_jax.types import Array, Batch, PRNGKey, PyTree
+
+AXIS = "batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Static settings of one training stage (hashable; changing one recompiles).
+
+  Attributes:
+    resolution: image size R of this stage.
+    per_device_batch: images per device per step (real and fake).
+    batch_split: generator sub-batches accumulated with `lax.scan` (GRAM's batch_split).
+    chunk_size: rays per `lax.map` step when rendering.
+    r1_gamma: R1 weight γ (the loss adds 0.5·γ·E‖∇D‖²).
+    pos_lambda: weight of the pose loss on fake images (D and G).
+    real_pos_lambda: weight of the pose loss on real images (D).
+    ema_decay: generator EMA decay (torch_ema warm-up min(decay, (1+n)/(10+n))).
+    fade_steps: discriminator fade-in length in steps (0 disables the fade).
+    stage_start: first step of this stage (the fade starts there).
+    yaw_std, pitch_std, pose_clamp: the camera prior (radians).
+    lock_view: lock view directions when rendering fakes.
+  """
+
+  resolution: int
+  per_device_batch: int
+  batch_split: int = 1
+  chunk_size: int = 4096
+  r1_gamma: float = 1.0
+  pos_lambda: float = 15.0
+  real_pos_lambda: float = 15.0
+  ema_decay: float = 0.999
+  fade_steps: int = 0
+  stage_start: int = 0
+  yaw_std: float = 0.3
+  pitch_std: float = 0.155
+  pose_clamp: float = 1.3
+  lock_view: bool = False
+
+
+@flax.struct.dataclass
+class GanState:
+  """Everything a training run carries between steps.
+
+  Attributes:
+    step: () int32 number of completed iterations.
+    g_params: generator parameters {'manifold', 'mapping', 'radiance', 'deformation'}.
+    d_params: discriminator parameters.
+    g_opt_state, d_opt_state: optax states.
+    ema_params: EMA of g_params (used for sampling and evaluation).
+    prior: the latent prior z_id, z_exp are drawn from.
+    nonfinite: () int32 number of iterations skipped because a loss or gradient was not finite.
+  """
+
+  step: Array
+  g_params: PyTree
+  d_params: PyTree
+  g_opt_state: Any
+  d_opt_state: Any
+  ema_params: PyTree
+  prior: GaussianPrior
+  nonfinite: Array
+
+
+def make_optimizers(g_lr: float = 2e-5, deform_lr: float = 2e-5, d_lr: float = 2e-4,
+                    clip_norm: float = 0.3, b1: float = 0.0,
+                    b2: float = 0.9) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+  """Adam(β = (0, 0.9)) with per-network global-norm clipping; F has its own learning rate."""
+  def adam(lr):
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(lr, b1=b1, b2=b2))
+
+  labels = lambda params: {k: "deformation" if k == "deformation" else "template" for k in params}
+  g_tx = optax.multi_transform({"template": adam(g_lr), "deformation": adam(deform_lr)}, labels)
+  return g_tx, adam(d_lr)
+
+
+def create_state(key: PRNGKey, generator: AnimatableGenerator, discriminator: Discriminator,
+                 g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+                 prior: GaussianPrior | None = None) -> GanState:
+  """A fresh state on the host (replicate it with flax.jax_utils.replicate)."""
+  key_g, key_d = jax.random.split(key)
+  g_params = init_generator(generator, key_g)["params"]
+  res = discriminator.resolution
+  d_params = discriminator.init(key_d, jnp.zeros((1, res, res, 3)))["params"]
+  return GanState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
+                  g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
+                  ema_params=g_params, prior=prior or GaussianPrior.standard(),
+                  nonfinite=jnp.zeros((), jnp.int32))
+
+
+def _fade_alpha(step: Array, cfg: StepConfig) -> Array:
+  if cfg.fade_steps <= 0:
+    return jnp.ones((), jnp.float32)
+  return jnp.clip((step - cfg.stage_start) / cfg.fade_steps, 0.0, 1.0).astype(jnp.float32)
+
+
+def _fakes(generator, g_params, prior, key, num, cfg: StepConfig, remat: bool):
+  key_latents, key_camera = jax.random.split(key)
+  latents = sample_latents(prior, key_latents, num)
+  camera = sample_camera(key_camera, num, yaw_std=cfg.yaw_std, pitch_std=cfg.pitch_std,
+                         clamp=cfg.pose_clamp)
+  out = render(generator, {"params": g_params}, latents, camera, resolution=cfg.resolution,
+               chunk_size=cfg.chunk_size, lock_view=cfg.lock_view, remat=remat)
+  return out, latents, camera
+
+
+def _all_finite(tree: PyTree) -> Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _apply(tx, params, opt_state, grads, ok):
+  """Optimizer update, or nothing when `ok` is False (a non-finite loss or gradient)."""
+  updates, new_opt_state = tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+  return keep(new_params, params), keep(new_opt_state, opt_state)
+
+
+def d_step(state: GanState, batch: Batch, key: PRNGKey, *, generator, discriminator, d_tx,
+           cfg: StepConfig) -> tuple[GanState, dict]:
+  """Discriminator update on a real batch (B, R, R, 3) and as many fakes (no G gradient)."""
+  out, _, camera = _fakes(generator, state.g_params, state.prior, key, cfg.per_device_batch,
+                          cfg, remat=False)
+  fake = jax.lax.stop_gradient(out.image)
+  alpha = _fade_alpha(state.step, cfg)
+
+  def loss_fn(d_params):
+    apply = lambda x: discriminator.apply({"params": d_params}, x, alpha)
+    real_logit, real_pose = apply(batch.image)
+    fake_logit, fake_pose = apply(fake)
+    terms = dict(d_real=losses.d_real_loss(real_logit), d_fake=losses.d_fake_loss(fake_logit),
+                 r1=losses.r1_penalty(lambda x: apply(x)[0], batch.image),
+                 d_pose_fake=losses.pose_loss(fake_pose, camera.as_pose()),
+                 d_pose_real=losses.pose_loss(real_pose, batch.pose))
+    total = (terms["d_real"] + terms["d_fake"] + 0.5 * cfg.r1_gamma * terms["r1"]
+             + cfg.pos_lambda * terms["d_pose_fake"] + cfg.real_pos_lambda * terms["d_pose_real"])
+    return total, terms
+
+  (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+  grads = jax.lax.pmean(grads, AXIS)
+  ok = jnp.isfinite(loss) & _all_finite(grads)
+  ok = jax.lax.pmin(ok.astype(jnp.int32), AXIS).astype(bool)
+  d_params, d_opt_state = _apply(d_tx, state.d_params, state.d_opt_state, grads, ok)
+  metrics = dict(terms, d_loss=loss, d_grad_norm=optax.tree.norm(grads), fade_alpha=alpha,
+                 d_ok=ok.astype(jnp.float32))
+  return state.replace(d_params=d_params, d_opt_state=d_opt_state), metrics
+
+
+def g_step(state: GanState, key: PRNGKey, *, generator, discriminator, g_tx,
+           cfg: StepConfig) -> tuple[GanState, dict]:
+  """Generator update; gradients summed over `batch_split` sub-batches (as GRAM, not averaged)."""
+  if cfg.per_device_batch % cfg.batch_split:
+    raise ValueError(f"per-device batch {cfg.per_device_batch} must be divisible by batch_split "
+                     f"{cfg.batch_split}")
+  sub_batch = cfg.per_device_batch // cfg.batch_split
+  alpha = _fade_alpha(state.step, cfg)
+
+  def loss_fn(g_params, sub_key):
+    out, _, camera = _fakes(generator, g_params, state.prior, sub_key, sub_batch, cfg, remat=True)
+    logit, pose = discriminator.apply({"params": state.d_params}, out.image, alpha)
+    terms = dict(g_adv=losses.g_adversarial_loss(logit),
+                 g_pose=losses.pose_loss(pose, camera.as_pose()))
+    return terms["g_adv"] + cfg.pos_lambda * terms["g_pose"], terms
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulate(carry, sub_key):
+    (loss, terms), grads = grad_fn(state.g_params, sub_key)
+    total_grads, total_loss, total_terms = carry
+    return (jax.tree_util.tree_map(jnp.add, total_grads, grads), total_loss + loss,
+            jax.tree_util.tree_map(jnp.add, total_terms, terms)), None
+
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, state.g_params)
+  zero_terms = dict(g_adv=jnp.zeros(()), g_pose=jnp.zeros(()))
+  (grads, loss, terms), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros(()), zero_terms),
+                                         jax.random.split(key, cfg.batch_split))
+  grads = jax.lax.pmean(grads, AXIS)
+  ok = jnp.isfinite(loss) & _all_finite(grads)
+  ok = jax.lax.pmin(ok.astype(jnp.int32), AXIS).astype(bool)
+  g_params, g_opt_state = _apply(g_tx, state.g_params, state.g_opt_state, grads, ok)
+  count = state.step.astype(jnp.float32)
+  decay = jnp.minimum(cfg.ema_decay, (1.0 + count) / (10.0 + count))
+  ema = jax.tree_util.tree_map(lambda e, p: jnp.where(ok, decay * e + (1 - decay) * p, e),
+                               state.ema_params, g_params)
+  metrics = {k: v / cfg.batch_split for k, v in terms.items()}
+  metrics.update(g_loss=loss / cfg.batch_split, g_grad_norm=optax.tree.norm(grads),
+                 g_ok=ok.astype(jnp.float32))
+  return state.replace(g_params=g_params, g_opt_state=g_opt_state, ema_params=ema), metrics
+
+
+def train_step(state: GanState, batch: Batch, key: PRNGKey, *, generator: AnimatableGenerator,
+               discriminator: Discriminator, g_tx, d_tx,
+               cfg: StepConfig) -> tuple[GanState, dict]:
+  """One iteration (D step, then G step) on one replica; pmap it with `make_train_step`."""
+  key = jax.random.fold_in(jax.random.fold_in(key, state.step), jax.lax.axis_index(AXIS))
+  key_d, key_g = jax.random.split(key)
+  state, d_metrics = d_step(state, batch, key_d, generator=generator, discriminator=discriminator,
+                            d_tx=d_tx, cfg=cfg)
+  state, g_metrics = g_step(state, key_g, generator=generator, discriminator=discriminator,
+                            g_tx=g_tx, cfg=cfg)
+  skipped = 1 - (d_metrics["d_ok"] * g_metrics["g_ok"]).astype(jnp.int32)
+  state = state.replace(step=state.step + 1, nonfinite=state.nonfinite + skipped)
+  metrics = jax.lax.pmean({**d_metrics, **g_metrics}, AXIS)
+  metrics["nonfinite_steps"] = state.nonfinite.astype(jnp.float32)
+  return state, metrics
+
+
+def make_train_step(generator, discriminator, g_tx, d_tx, cfg: StepConfig):
+  """`train_step` bound to its static settings and pmapped over the local devices.
+
+  Call as p_step(replicated_state, batch (devices, per_device, ...), replicated_key).
+  """
+  step = functools.partial(train_step, generator=generator, discriminator=discriminator,
+                           g_tx=g_tx, d_tx=d_tx, cfg=cfg)
+  return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
