@@ -68,8 +68,12 @@ def create_dataset(builder: tfds.core.DatasetBuilder, split: str, *, global_batc
                    resolution: int, shuffle: bool = True, random_flip: bool = True,
                    seed: int = 0, repeat: bool = True, shuffle_buffer: int = 2048,
                    process_index: int | None = None, process_count: int | None = None,
-                   local_device_count: int | None = None) -> tf.data.Dataset:
+                   local_device_count: int | None = None,
+                   skip_examples: int = 0) -> tf.data.Dataset:
   """Batches of this process's shard of `split`, shaped (local_devices, per_device, ...).
+
+  `skip_examples` drops that many of this process's examples first (before decoding), so a
+  resumed run sees exactly the data an uninterrupted run would have seen.
 
   Raises:
     ValueError: the global batch does not divide over processes and devices.
@@ -105,7 +109,7 @@ def create_dataset(builder: tfds.core.DatasetBuilder, split: str, *, global_batc
       flip = tf.random.stateless_uniform((), seed=tf.stack([flip_seed, index])) < 0.5
     return preprocess(example, resolution, flip)
 
-  ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.enumerate().skip(skip_examples).map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
   ds = ds.map(lambda b: {k: tf.reshape(v, (local_devices, per_device) + tuple(v.shape[1:]))
                          for k, v in b.items()})

@@ -19,9 +19,9 @@ from anifacegan_jax.types import Array
 MAX_CHANNELS = 400
 
 
-def channels(i: int) -> int:
-  """c(i) = min(400, 2^i)."""
-  return min(MAX_CHANNELS, 2**i)
+def channels(i: int, max_channels: int = MAX_CHANNELS) -> int:
+  """c(i) = min(max_channels, 2^i) (GRAM: 400)."""
+  return min(max_channels, 2**i)
 
 
 def _avg_pool2(x: Array) -> Array:
@@ -96,10 +96,12 @@ class Discriminator(nn.Module):
     resolution: input image size, a power of two from 8 to 2048.
     fade_in: add pi-GAN's fade path: after the first block the features are blended with the
       half-resolution input through a second fromRGB adapter, weight 1 − α.
+    max_channels: channel cap (GRAM: 400; smaller for CPU-sized configs).
   """
 
   resolution: int
   fade_in: bool = False
+  max_channels: int = MAX_CHANNELS
 
   @nn.compact
   def __call__(self, images: Array, alpha: Array | float = 1.0) -> tuple[Array, Array]:
@@ -112,11 +114,12 @@ class Discriminator(nn.Module):
       raise ValueError(f"Discriminator({self.resolution}) expects images (B, {self.resolution}, "
                        f"{self.resolution}, 3), got {images.shape}")
     first = 13 - level
-    x = nn.leaky_relu(TorchConv(channels(first), 1, 0, name="from_rgb")(images), 0.2)
+    width = lambda i: channels(i, self.max_channels)
+    x = nn.leaky_relu(TorchConv(width(first), 1, 0, name="from_rgb")(images), 0.2)
     for j, i in enumerate(range(first, 12)):
-      x = ResidualCoordConvBlock(channels(i + 1), name=f"block_{j}")(x)
+      x = ResidualCoordConvBlock(width(i + 1), name=f"block_{j}")(x)
       if j == 0 and self.fade_in:
-        skip = TorchConv(channels(first + 1), 1, 0, name="from_rgb_fade")(_avg_pool2(images))
+        skip = TorchConv(width(first + 1), 1, 0, name="from_rgb_fade")(_avg_pool2(images))
         x = alpha * x + (1.0 - alpha) * nn.leaky_relu(skip, 0.2)
     out = TorchConv(3, 2, 0, name="final")(x)  # (B, 1, 1, 3)
     out = out.reshape(out.shape[0], 3)

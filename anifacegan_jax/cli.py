@@ -1,0 +1,53 @@
+"""Command-line plumbing shared by the entry points: flag parsing that reports config typos in
+one line, and user errors (missing files, bad configs) shown as messages, not tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+# Errors caused by the user's input: shown as one line (exit status 2), never a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing; a bad `--config.<field>=...` override exits with a clear message."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    sys.stderr.write(f"error: {error}\n")
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    reason = str(error).strip("\"' ")
+    if isinstance(error, (AttributeError, KeyError)):
+      reason = f"the config has no field {reason!r}"
+    sys.stderr.write(f"error: invalid config override {' '.join(overrides)}: {reason}. Fields must "
+                     "exist in the config file (see configs/default.py) and keep their type.\n")
+    sys.exit(2)
+
+
+def _quiet_library_logs() -> None:
+  """Orbax logs every checkpoint step at INFO; keep the run's own progress readable."""
+  noisy = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/")
+
+  class Filter:
+    def filter(self, record) -> bool:
+      return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
+
+  logging.get_absl_handler().addFilter(Filter())
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """app.run(main) with clear config-override errors and one-line user errors."""
+  def wrapped(argv):
+    _quiet_library_logs()
+    try:
+      main(argv)
+    except USER_ERRORS as error:
+      sys.stderr.write(f"error: {error}\n")
+      sys.exit(2)
+
+  app.run(wrapped, flags_parser=parse_flags)

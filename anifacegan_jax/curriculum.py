@@ -1,0 +1,47 @@
+"""Training stages from the config: which StepConfig applies at a given iteration."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from anifacegan_jax.train_step import StepConfig
+
+
+class ConfigError(ValueError):
+  """A config field has a value training cannot use."""
+
+
+def validate_stages(config: ml_collections.ConfigDict) -> None:
+  """Stages sorted by start_step from 0, one resolution, divisible batch splits."""
+  stages = list(config.stages)
+  if not stages:
+    raise ConfigError("config.stages is empty: give at least one stage starting at step 0")
+  starts = [int(s.start_step) for s in stages]
+  if starts[0] != 0 or starts != sorted(set(starts)):
+    raise ConfigError(f"config.stages start_step values must start at 0 and increase, got {starts}")
+  resolutions = {int(s.resolution) for s in stages}
+  if len(resolutions) != 1:
+    raise ConfigError(f"config.stages must share one resolution (the discriminator is built for "
+                      f"one), got {sorted(resolutions)}")
+  for i, stage in enumerate(stages):
+    if stage.per_device_batch < 1 or stage.per_device_batch % stage.batch_split:
+      raise ConfigError(f"config.stages[{i}]: per_device_batch {stage.per_device_batch} must be a "
+                        f"positive multiple of batch_split {stage.batch_split}")
+
+
+def stage_index(config: ml_collections.ConfigDict, step: int) -> int:
+  """Index of the last stage whose start_step ≤ step."""
+  return max(i for i, s in enumerate(config.stages) if s.start_step <= step)
+
+
+def step_config(config: ml_collections.ConfigDict, index: int) -> StepConfig:
+  """The static step settings of stage `index`."""
+  stage = config.stages[index]
+  return StepConfig(
+      resolution=int(stage.resolution), per_device_batch=int(stage.per_device_batch),
+      batch_split=int(stage.batch_split), chunk_size=int(config.chunk_size),
+      r1_gamma=float(config.loss.r1_gamma), pos_lambda=float(config.loss.pos_lambda),
+      real_pos_lambda=float(config.loss.real_pos_lambda), ema_decay=float(config.ema_decay),
+      fade_steps=int(config.fade_steps) if config.discriminator.fade_in else 0,
+      stage_start=int(stage.start_step), yaw_std=float(config.camera.yaw_std),
+      pitch_std=float(config.camera.pitch_std), pose_clamp=float(config.camera.clamp))

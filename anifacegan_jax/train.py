@@ -1,0 +1,168 @@
+"""The training loop: data, models, create-or-resume, curriculum, checkpoints and summaries."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from anifacegan_jax import checkpointing, curriculum
+from anifacegan_jax import train_step as ts
+from anifacegan_jax.data import datasets, input_pipeline
+from anifacegan_jax.models.discriminator import Discriminator
+from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
+from anifacegan_jax.models.priors import GaussianPrior, sample_latents
+from anifacegan_jax.types import Camera, PyTree
+
+
+def build_models(config: ml_collections.ConfigDict) -> tuple[AnimatableGenerator, Discriminator]:
+  """The generator from config.model and the discriminator for the stages' resolution."""
+  generator = AnimatableGenerator(**config.model.to_dict())
+  discriminator = Discriminator(resolution=int(config.stages[0].resolution),
+                                fade_in=bool(config.discriminator.fade_in),
+                                max_channels=int(config.discriminator.max_channels))
+  return generator, discriminator
+
+
+def build_optimizers(config: ml_collections.ConfigDict):
+  o = config.optim
+  return ts.make_optimizers(g_lr=o.g_lr, deform_lr=o.deform_lr, d_lr=o.d_lr,
+                            clip_norm=o.clip_norm, b1=o.b1, b2=o.b2)
+
+
+def build_prior(config: ml_collections.ConfigDict, builder) -> GaussianPrior:
+  """'fit': a Gaussian fitted to the training split's id/exp coefficients; 'standard': N(0, I)."""
+  if config.prior == "standard":
+    return GaussianPrior.standard()
+  if config.prior != "fit":
+    raise curriculum.ConfigError(f"config.prior must be 'fit' or 'standard', got {config.prior!r}")
+  coefficients = datasets.coefficient_table(builder, "train")
+  return GaussianPrior.fit(coefficients[:, :80], coefficients[:, 80:144])
+
+
+def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """A workdir trained with other network shapes cannot be resumed: say which field differs."""
+  saved = checkpointing.restore_config(workdir)
+  for section in ("model", "discriminator"):
+    for key, value in config[section].items():
+      old = saved[section].get(key) if section in saved else None
+      if old is not None and old != value:
+        raise curriculum.ConfigError(
+            f"{workdir} was trained with config.{section}.{key}={old!r}, now {value!r}: use a new "
+            "--workdir or the saved value")
+
+
+def create_or_restore(config, workdir, generator, discriminator, g_tx, d_tx,
+                      prior_fn) -> ts.GanState:
+  """A fresh state, or the newest checkpoint of `workdir` (automatic resume)."""
+  key = jax.random.key(config.seed)
+  if checkpointing.latest_step(workdir) is None:
+    return ts.create_state(key, generator, discriminator, g_tx, d_tx, prior_fn())
+  _check_resumable(config, workdir)
+  target = jax.eval_shape(lambda: ts.create_state(key, generator, discriminator, g_tx, d_tx))
+  state = checkpointing.restore_state(workdir, target)
+  logging.info("Resumed from %s at step %d", workdir, int(state.step))
+  return state
+
+
+def examples_before(config: ml_collections.ConfigDict, step: int, devices: int) -> int:
+  """Examples (per process) consumed by iterations [0, step) under the curriculum."""
+  total = 0
+  for i, stage in enumerate(config.stages):
+    end = config.stages[i + 1].start_step if i + 1 < len(config.stages) else step
+    steps = max(0, min(step, end) - stage.start_step)
+    total += steps * stage.per_device_batch * devices
+  return total
+
+
+def make_snapshot_fn(generator, config, state: ts.GanState):
+  """Renders the fixed snapshot latents with the EMA weights, ψ-truncated, as a (1, H, W, 3) grid."""
+  num = int(config.num_snapshot)
+  latents = sample_latents(state.prior, jax.random.key(config.seed + 1), num)
+  camera = Camera.frontal(num)
+  resolution = int(config.stages[0].resolution)
+
+  @jax.jit
+  def snapshot(ema_params, mean_codes):
+    out = render(generator, {"params": ema_params}, latents, camera, resolution=resolution,
+                 chunk_size=config.chunk_size, lock_view=True, psi=config.psi,
+                 mean_codes=mean_codes)
+    images = (jnp.clip(out.image, -1, 1) + 1) / 2
+    return jnp.concatenate(list(images), axis=1)[None]
+
+  def run(ema_params, prior):
+    mean = mean_radiance_codes(generator, {"params": ema_params}, jax.random.key(config.seed + 2),
+                               sample_z_id=prior.sample_id, num=config.psi_samples)
+    return snapshot(ema_params, mean)
+
+  return run
+
+
+def _log_metrics(writer, step, pending: list) -> dict:
+  fetched = jax.device_get(pending)
+  summary = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
+  writer.write_scalars(step, summary)
+  return summary
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.GanState:
+  """Train (or resume) in `workdir`; returns the final host-side state."""
+  curriculum.validate_stages(config)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  builder = datasets.make_builder(config)
+  generator, discriminator = build_models(config)
+  g_tx, d_tx = build_optimizers(config)
+  state = create_or_restore(config, workdir, generator, discriminator, g_tx, d_tx,
+                            functools.partial(build_prior, config, builder))
+  start = int(state.step)
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints,
+                                         config.async_checkpoints)
+  snapshot = make_snapshot_fn(generator, config, state)
+  replicated = flax.jax_utils.replicate(state, axis_name=ts.AXIS)
+  base_key = flax.jax_utils.replicate(jax.random.key(config.seed + 3), axis_name=ts.AXIS)
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer)
+  devices = jax.local_device_count()
+  stage, p_step, batches, pending = None, None, None, []
+  for step in range(start, config.num_steps):
+    index = curriculum.stage_index(config, step)
+    if index != stage:
+      stage, cfg = index, curriculum.step_config(config, index)
+      p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg)
+      batches = input_pipeline.device_batches(input_pipeline.create_dataset(
+          builder, "train", global_batch_size=cfg.per_device_batch * devices * jax.process_count(),
+          resolution=cfg.resolution, random_flip=config.dataset.random_flip, seed=config.seed,
+          shuffle_buffer=config.dataset.shuffle_buffer,
+          skip_examples=examples_before(config, step, devices)))
+    replicated, metrics = p_step(replicated, next(batches), base_key)
+    pending.append(metrics)
+    done = step + 1
+    report(done, t=time.time())
+    if done % config.log_every == 0 or done == config.num_steps:
+      summary = _log_metrics(writer, done, pending)
+      pending = []
+      if summary["nonfinite_steps"] > config.max_nonfinite_steps:
+        _save(manager, done, replicated, config, force=True)
+        raise FloatingPointError(
+            f"{int(summary['nonfinite_steps'])} iterations had non-finite losses or gradients "
+            f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); the last good state is "
+            f"saved in {checkpointing.checkpoint_dir(workdir)}")
+    if done % config.snapshot_every == 0 or done == config.num_steps:
+      host = flax.jax_utils.unreplicate(replicated)
+      writer.write_images(done, {"samples": np.asarray(snapshot(host.ema_params, host.prior))})
+    if done % config.checkpoint_every == 0 or done == config.num_steps:
+      _save(manager, done, replicated, config)
+  manager.wait_until_finished()
+  writer.flush()
+  return jax.device_get(flax.jax_utils.unreplicate(replicated))
+
+
+def _save(manager, step: int, replicated: PyTree, config, force: bool = False) -> None:
+  host = jax.device_get(flax.jax_utils.unreplicate(replicated))
+  checkpointing.save(manager, step, host, config, force=force)

@@ -1,0 +1,88 @@
+"""Default hyperparameters: the paper's setting on the embedded SynthFaces data at 64².
+
+Every field has a comment. Variants (`synthface.py`, `ffhq.py`) import this, lock it and override,
+so a misspelt field raises instead of being silently added.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root PRNG seed: parameters, latents, cameras and data order derive from it
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "synth_faces"  # tfds builder: 'synth_faces' (embedded) or 'ffhq_faces'
+  config.dataset.config = "64"  # builder config = stored resolution ('32', '64', '128'; FFHQ '256')
+  config.dataset.data_dir = ""  # tfds data_dir; '' = tfds default (~/tensorflow_datasets)
+  config.dataset.manual_dir = ""  # FFHQ only: dir with images/ and mats/ (see data/ffhq.py)
+  config.dataset.num_train = 20000  # SynthFaces only: training examples to render
+  config.dataset.num_test = 1000  # SynthFaces only: held-out examples to render
+  config.dataset.random_flip = True  # mirror images with their yaw (official augmentation)
+  config.dataset.shuffle_buffer = 2048  # tf.data shuffle buffer (encoded examples)
+
+  config.model = ml_collections.ConfigDict()  # AnimatableGenerator attributes
+  config.model.warp = "single"  # 'single' (Δ in world units) or 'double' (released quirk)
+  config.model.crossing = "decreasing"  # first-crossing rule: 'decreasing' (GRAM) or 'either'
+  config.model.min_gap = 0.05  # GRAM's |s_hi − s_lo| guard for the intersection
+  config.model.num_samples = 64  # samples per ray in [near, far]
+  config.model.near = 0.88  # first sample distance along the ray (world units)
+  config.model.far = 1.12  # last sample distance along the ray (world units)
+  config.model.num_levels = 23  # radiance manifolds (+ 1 background plane)
+  config.model.levels_start = 23.0  # iso-value of the nearest manifold
+  config.model.levels_end = 8.0  # iso-value of the farthest manifold
+  config.model.white_background = False  # paint the background point white (released semantics)
+  config.model.fov_degrees = 12.0  # camera field of view
+  config.model.manifold_hidden = 128  # manifold predictor width
+  config.model.radiance_hidden = 256  # radiance trunk and mapping width
+  config.model.deform_hidden = 128  # deformation net and its mapping width
+  config.model.deform_final_bias_init = "zeros"  # 'zeros' (Δ = 0 at init) or 'torch' (released)
+
+  config.discriminator = ml_collections.ConfigDict()
+  config.discriminator.fade_in = False  # pi-GAN fade-in path over `fade_steps` from each stage start
+  config.discriminator.max_channels = 400  # channel cap c(i) = min(this, 2^i) (GRAM: 400)
+
+  config.stages = [  # curriculum: a stage applies from its start_step on (one resolution for all)
+      ml_collections.ConfigDict(dict(
+          start_step=0,  # first iteration of the stage
+          resolution=64,  # training image size
+          per_device_batch=4,  # images per device (global batch = devices × this)
+          batch_split=4,  # generator sub-batches accumulated per step (GRAM batch_split)
+      )),
+  ]
+  config.num_steps = 150_000  # total iterations (one D and one G step each)
+  config.fade_steps = 10_000  # fade-in length when discriminator.fade_in is set
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.g_lr = 2e-5  # template field learning rate (paper)
+  config.optim.deform_lr = 2e-5  # deformation field learning rate (paper)
+  config.optim.d_lr = 2e-4  # discriminator learning rate (paper)
+  config.optim.clip_norm = 0.3  # global-norm clip per network (AniFaceGAN curriculum)
+  config.optim.b1 = 0.0  # Adam β1
+  config.optim.b2 = 0.9  # Adam β2
+  config.ema_decay = 0.999  # generator EMA decay (with torch_ema's warm-up)
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.r1_gamma = 1.0  # R1 weight γ (loss adds 0.5·γ·E‖∇D(real)‖²)
+  config.loss.pos_lambda = 15.0  # pose loss weight on fakes (D and G)
+  config.loss.real_pos_lambda = 15.0  # pose loss weight on reals (D)
+
+  config.camera = ml_collections.ConfigDict()
+  config.camera.yaw_std = 0.3  # yaw prior N(π/2, σ²) (radians)
+  config.camera.pitch_std = 0.155  # pitch prior N(π/2, σ²)
+  config.camera.clamp = 1.3  # clamp both angles to mean ± this
+
+  config.prior = "fit"  # latent prior of z_id/z_exp: 'fit' (Gaussian fitted to the training
+  #                       set's coefficients) or 'standard' (N(0, I))
+  config.chunk_size = 4096  # rays per lax.map step when rendering
+
+  config.log_every = 50  # steps between scalar summaries and progress lines
+  config.checkpoint_every = 1000  # steps between checkpoints (and at the end)
+  config.keep_checkpoints = 3  # checkpoints kept on disk
+  config.async_checkpoints = True  # write checkpoints in the background
+  config.snapshot_every = 1000  # steps between sample grids in TensorBoard
+  config.num_snapshot = 8  # fixed latents rendered in each snapshot
+  config.psi = 0.7  # truncation ψ for snapshots and `sample`
+  config.psi_samples = 10_000  # mapped codes averaged for the truncation centre
+  config.max_nonfinite_steps = 20  # stop after this many skipped (non-finite) iterations
+  return config
