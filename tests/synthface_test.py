@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from anifacegan_jax.data import synthface
-from anifacegan_jax.face3d import geometry, procedural, raster
+from anifacegan_jax.face3d import geometry, procedural, raster, synthetic
 from anifacegan_jax.rendering import camera as camera_lib
 from anifacegan_jax.types import Camera
 
@@ -29,10 +29,10 @@ def _project_with_generator_camera(points, pitch, yaw, resolution):
 
 
 def test_landmarks_pose_and_coefficients_match_the_scene(model):
-  rng = np.random.default_rng([synthface.SEED, 0, 3])
-  params = synthface.sample_scene(rng)
-  example = synthface.generate(model, "train", 3, 64)
-  _, landmarks_world = synthface.face_mesh(model, params)
+  rng = np.random.default_rng([synthetic.SEED, 0, 3])
+  params = synthetic.sample_scene(rng)
+  example = synthetic.generate(model, "train", 3, 64)
+  _, landmarks_world = synthetic.face_mesh(model, params)
   expected = _project_with_generator_camera(landmarks_world, params.pitch, params.yaw, 64)
   np.testing.assert_allclose(example["landmarks"], expected, atol=1.0)
   np.testing.assert_allclose(example["landmarks"], expected, atol=1e-3)
@@ -46,9 +46,9 @@ def test_landmarks_pose_and_coefficients_match_the_scene(model):
 
 
 def test_visible_landmarks_lie_on_the_rendered_surface(model):
-  params = dataclasses.replace(synthface.sample_scene(np.random.default_rng(5)),
+  params = dataclasses.replace(synthetic.sample_scene(np.random.default_rng(5)),
                                pitch=math.pi / 2, yaw=math.pi / 2)
-  face, landmarks_world = synthface.face_mesh(model, params)
+  face, landmarks_world = synthetic.face_mesh(model, params)
   fragments = raster.rasterize(face.vertices, face.triangles, params.pitch, params.yaw, 128)
   xy, depth = raster.project_points(landmarks_world, params.pitch, params.yaw, 128)
   pixels = np.clip(np.round(xy).astype(int), 0, 127)
@@ -61,24 +61,24 @@ def test_visible_landmarks_lie_on_the_rendered_surface(model):
 
 
 def test_jaw_open_moves_mouth_landmarks_and_neutral_is_the_mean(model):
-  base = dataclasses.replace(synthface.sample_scene(np.random.default_rng(7)),
+  base = dataclasses.replace(synthetic.sample_scene(np.random.default_rng(7)),
                              expression=np.zeros(64, np.float32), pitch=math.pi / 2,
                              yaw=math.pi / 2)
   jaw = np.zeros(64, np.float32)
   jaw[procedural.EXPRESSION_NAMES.index("jaw_open")] = 1.0
   opened = dataclasses.replace(base, expression=jaw)
-  neutral_face, neutral_lm = synthface.face_mesh(model, base)
-  _, open_lm = synthface.face_mesh(model, opened)
+  neutral_face, neutral_lm = synthetic.face_mesh(model, base)
+  _, open_lm = synthetic.face_mesh(model, opened)
   np.testing.assert_allclose(
       neutral_face.vertices,
-      synthface.model_to_world(model.mean_shape + model.id_basis @ base.identity), atol=1e-7)
+      synthetic.model_to_world(model.mean_shape + model.id_basis @ base.identity), atol=1e-7)
   xy_neutral, _ = raster.project_points(neutral_lm, base.pitch, base.yaw, 64)
   xy_open, _ = raster.project_points(open_lm, base.pitch, base.yaw, 64)
   moved = np.linalg.norm(xy_open - xy_neutral, axis=-1)
   assert moved[[57, 65, 66, 67, 8]].min() > 3.0  # lower lip and chin move down visibly
   assert moved[17:48].max() < 0.5  # brows and eyes stay
-  a = synthface.render_example(model, base, np.random.default_rng(0), 64)["image"].astype(float)
-  b = synthface.render_example(model, opened, np.random.default_rng(0), 64)["image"].astype(float)
+  a = synthetic.render_example(model, base, np.random.default_rng(0), 64)["image"].astype(float)
+  b = synthetic.render_example(model, opened, np.random.default_rng(0), 64)["image"].astype(float)
   mouth = np.round(xy_open[60:68].mean(0)).astype(int)
   assert np.abs(a - b)[mouth[1] - 2:mouth[1] + 3, mouth[0] - 3:mouth[0] + 4].mean() > 20
   brow_y = int(xy_neutral[[19, 24], 1].min())
@@ -92,7 +92,7 @@ def test_builder_prepares_small_dataset_deterministically(tmp_path):
   train = list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
   assert len(train) == 16 and builder.info.splits["test"].num_examples == 4
   ex = next(e for e in train if e["name"] == b"train_000003")
-  again = synthface.generate(procedural.load_procedural(), "train", 3, 32)
+  again = synthetic.generate(procedural.load_procedural(), "train", 3, 32)
   np.testing.assert_array_equal(ex["image"], again["image"])
   np.testing.assert_allclose(ex["landmarks"], again["landmarks"])
   assert ex["image"].shape == (32, 32, 3) and ex["image"].std() > 10
