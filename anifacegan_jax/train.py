@@ -151,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Ga
         _save(manager, done, replicated, config, force=True)
         raise FloatingPointError(
             f"{int(summary['nonfinite_steps'])} iterations had non-finite losses or gradients "
-            f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); the last good state is "
+            f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); the state at this step is "
             f"saved in {checkpointing.checkpoint_dir(workdir)}")
     if done % config.snapshot_every == 0 or done == config.num_steps:
       host = flax.jax_utils.unreplicate(replicated)

@@ -107,3 +107,12 @@ def test_config_typo_and_missing_checkpoint_fail_clearly(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
   assert empty.returncode == 2 and "no checkpoint in" in empty.stderr
   assert "Traceback" not in empty.stderr
+
+
+def test_training_stops_after_too_many_nonfinite_steps(tmp_path, data_dir):
+  config = _config(data_dir, 6)
+  config.optim.d_lr = float("nan")  # the first D update poisons D; later losses are NaN
+  config.max_nonfinite_steps = 0
+  with pytest.raises(FloatingPointError, match="non-finite losses or gradients"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert (tmp_path / "checkpoints").is_dir()  # the state at the stop is saved
