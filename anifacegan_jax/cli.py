@@ -3,6 +3,7 @@ one line, and user errors (missing files, bad configs) shown as messages, not tr
 
 from __future__ import annotations
 
+import logging as py_logging
 import sys
 from typing import Callable
 
@@ -30,14 +31,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _quiet_library_logs() -> None:
-  """Orbax logs every checkpoint step at INFO; keep the run's own progress readable."""
+  """Orbax and tfds log every checkpoint and read at INFO/WARNING; keep the run's progress readable."""
   noisy = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/")
 
   class Filter:
     def filter(self, record) -> bool:
-      return record.levelno >= logging.WARNING or not any(n in record.pathname for n in noisy)
+      return record.levelno >= py_logging.ERROR or not any(n in record.pathname for n in noisy)
 
-  logging.get_absl_handler().addFilter(Filter())
+  logging.get_absl_logger().addFilter(Filter())  # every absl.logging call goes through it
 
 
 def run(main: Callable[[list[str]], None]) -> None:
