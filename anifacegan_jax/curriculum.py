@@ -44,4 +44,11 @@ def step_config(config: ml_collections.ConfigDict, index: int) -> StepConfig:
       real_pos_lambda=float(config.loss.real_pos_lambda), ema_decay=float(config.ema_decay),
       fade_steps=int(config.fade_steps) if config.discriminator.fade_in else 0,
       stage_start=int(stage.start_step), yaw_std=float(config.camera.yaw_std),
-      pitch_std=float(config.camera.pitch_std), pose_clamp=float(config.camera.clamp))
+      pitch_std=float(config.camera.pitch_std), pose_clamp=float(config.camera.clamp),
+      chamfer_weight=float(config.imitation.chamfer_weight),
+      deform_weight=float(config.imitation.deform_weight),
+      reg_weight=float(config.imitation.reg_weight),
+      smooth_weight=float(config.imitation.smooth_weight),
+      imitation_points=int(config.imitation.points), imitation_noise=float(config.imitation.noise),
+      smooth_radius=float(config.imitation.smooth_radius),
+      chamfer_opacity=float(config.imitation.chamfer_opacity))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pathlib
 import time
 
 import flax.jax_utils
@@ -16,6 +17,8 @@ from clu import metric_writers, periodic_actions
 from anifacegan_jax import checkpointing, curriculum
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
+from anifacegan_jax.face3d import morphable, procedural
+from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
 from anifacegan_jax.models.priors import GaussianPrior, sample_latents
@@ -45,6 +48,17 @@ def build_prior(config: ml_collections.ConfigDict, builder) -> GaussianPrior:
     raise curriculum.ConfigError(f"config.prior must be 'fit' or 'standard', got {config.prior!r}")
   coefficients = datasets.coefficient_table(builder, "train")
   return GaussianPrior.fit(coefficients[:, :80], coefficients[:, 80:144])
+
+
+def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
+  """The 3DMM the imitation losses follow: config.face_model, or the procedural model."""
+  if config.face_model:
+    return morphable.load_model(pathlib.Path(config.face_model).expanduser()).arrays()
+  if config.dataset.name != "synth_faces":
+    raise curriculum.ConfigError(
+        "config.face_model is empty but the dataset is not SynthFaces: give the BFM file "
+        "(Deep3DFaceRecon's BFM/BFM_model_front.mat) or set the imitation weights to 0")
+  return procedural.load_procedural().arrays()
 
 
 def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -129,18 +143,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Ga
   base_key = flax.jax_utils.replicate(jax.random.key(config.seed + 3), axis_name=ts.AXIS)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer)
   devices = jax.local_device_count()
-  stage, p_step, batches, pending = None, None, None, []
+  stage, p_step, batches, pending, face = None, None, None, [], None
   for step in range(start, config.num_steps):
     index = curriculum.stage_index(config, step)
     if index != stage:
       stage, cfg = index, curriculum.step_config(config, index)
       p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg)
+      if cfg.uses_face_model and face is None:
+        face = flax.jax_utils.replicate(load_face_model(config), axis_name=ts.AXIS)
       batches = input_pipeline.device_batches(input_pipeline.create_dataset(
           builder, "train", global_batch_size=cfg.per_device_batch * devices * jax.process_count(),
           resolution=cfg.resolution, random_flip=config.dataset.random_flip, seed=config.seed,
           shuffle_buffer=config.dataset.shuffle_buffer,
           skip_examples=examples_before(config, step, devices)))
-    replicated, metrics = p_step(replicated, next(batches), base_key)
+    replicated, metrics = p_step(replicated, next(batches), base_key,
+                                 face if cfg.uses_face_model else None)
     pending.append(metrics)
     done = step + 1
     report(done, t=time.time())

@@ -17,10 +17,12 @@ import jax.numpy as jnp
 import optax
 
 from anifacegan_jax import losses
+from anifacegan_jax.face3d import geometry
+from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
 from anifacegan_jax.models.priors import GaussianPrior, sample_latents
-from anifacegan_jax.rendering.camera import sample_camera
+from anifacegan_jax.rendering.camera import generate_rays, sample_camera
 from anifacegan_jax.types import Array, Batch, PRNGKey, PyTree
 
 AXIS = "batch"
@@ -43,6 +45,13 @@ class StepConfig:
     stage_start: first step of this stage (the fade starts there).
     yaw_std, pitch_std, pose_clamp: the camera prior (radians).
     lock_view: lock view directions when rendering fakes.
+    chamfer_weight: weight of L_Ch (Eq. 6), 3DMM mesh → generated depth cloud.
+    deform_weight: weight of L_3DMM (Eq. 8-9), deformation imitation.
+    reg_weight, smooth_weight: weights of L_reg (Eq. 10) and L_smooth (Eq. 11).
+    imitation_points: query points per image for Eq. 8-11, drawn around mesh vertices.
+    imitation_noise: std of those points around their vertex, world units.
+    smooth_radius: ξ ~ U(±radius)³ for L_smooth, world units (SPEC §3.7: 0.001).
+    chamfer_opacity: pixels whose non-background opacity exceeds this form the depth cloud S′.
   """
 
   resolution: int
@@ -59,6 +68,19 @@ class StepConfig:
   pitch_std: float = 0.155
   pose_clamp: float = 1.3
   lock_view: bool = False
+  chamfer_weight: float = 0.0
+  deform_weight: float = 0.0
+  reg_weight: float = 0.0
+  smooth_weight: float = 0.0
+  imitation_points: int = 1024
+  imitation_noise: float = 0.003
+  smooth_radius: float = 0.001
+  chamfer_opacity: float = 0.5
+
+  @property
+  def uses_face_model(self) -> bool:
+    """The 3DMM is needed (any imitation loss is on)."""
+    return self.chamfer_weight > 0 or self.deform_weight > 0
 
 
 @flax.struct.dataclass
@@ -170,8 +192,61 @@ def d_step(state: GanState, batch: Batch, key: PRNGKey, *, generator, discrimina
   return state.replace(d_params=d_params, d_opt_state=d_opt_state), metrics
 
 
-def g_step(state: GanState, key: PRNGKey, *, generator, discriminator, g_tx,
-           cfg: StepConfig) -> tuple[GanState, dict]:
+def imitation_terms(generator: AnimatableGenerator, g_params: PyTree, face: MorphableArrays | None,
+                    latents, camera, out, key: PRNGKey, cfg: StepConfig) -> dict:
+  """The unweighted 3D-imitation terms of one generator sub-batch (paper Eq. 6-11).
+
+  The 3DMM mesh S(z_id, z_exp) is placed in world units by `geometry.model_to_world`; S′ is the
+  generated depth (Eq. 5) back-projected along the pixel rays. Query points for Eq. 8-11 are
+  mesh vertices (target space) jittered by N(0, imitation_noise²).
+  """
+  terms = {}
+  if not (cfg.uses_face_model or cfg.reg_weight > 0 or cfg.smooth_weight > 0):
+    return terms
+  codes = generator.apply({"params": g_params}, latents, method=AnimatableGenerator.codes)
+  deform = lambda x, c: generator.apply({"params": g_params}, x, c,
+                                        method=AnimatableGenerator.deform)
+  if face is not None:
+    vertices = geometry.model_to_world(
+        jax.vmap(lambda i, e: geometry.face_vertices(face, i, e))(latents.z_id, latents.z_exp))
+  if cfg.chamfer_weight > 0:
+    rays = generate_rays(camera, cfg.resolution, generator.fov_degrees, generator.camera_radius)
+    depth = out.depth.reshape(out.depth.shape[0], -1)
+    cloud = rays.origins + depth[..., None] * rays.directions
+    opaque = (1.0 - out.weights[..., -1]) > cfg.chamfer_opacity
+    terms["chamfer"] = jnp.mean(jax.vmap(losses.directed_chamfer)(vertices, cloud, opaque))
+  key_pick, key_noise, key_xi = jax.random.split(key, 3)
+  num_images = latents.z_id.shape[0]
+  if face is not None:
+    pick = jax.random.randint(key_pick, (num_images, cfg.imitation_points), 0,
+                              vertices.shape[1])
+    anchors = jnp.take_along_axis(vertices, pick[..., None], axis=1)
+  else:  # regularisers only: points inside the sample box
+    anchors = jax.random.uniform(key_pick, (num_images, cfg.imitation_points, 3),
+                                 minval=-0.1, maxval=0.1)
+  points = anchors + cfg.imitation_noise * jax.random.normal(key_noise, anchors.shape)
+  delta = jax.vmap(deform)(points, codes)
+  if cfg.deform_weight > 0:
+    offsets = geometry.model_to_world(
+        jax.vmap(lambda e: geometry.expression_offsets(face, e))(latents.z_exp),
+        translation=(0.0, 0.0, 0.0))
+    reference = jax.vmap(losses.reference_deformation)(points, vertices, offsets)
+    terms["deform_imitation"] = losses.deformation_imitation_loss(delta, reference)
+  if cfg.reg_weight > 0:
+    terms["deform_reg"] = losses.deformation_regularizer(delta)
+  if cfg.smooth_weight > 0:
+    xi = jax.random.uniform(key_xi, points.shape, minval=-cfg.smooth_radius,
+                            maxval=cfg.smooth_radius)
+    terms["deform_smooth"] = losses.deformation_smoothness(delta, jax.vmap(deform)(points + xi, codes))
+  return terms
+
+
+IMITATION_WEIGHTS = (("chamfer", "chamfer_weight"), ("deform_imitation", "deform_weight"),
+                     ("deform_reg", "reg_weight"), ("deform_smooth", "smooth_weight"))
+
+
+def g_step(state: GanState, key: PRNGKey, face: MorphableArrays | None = None, *, generator,
+           discriminator, g_tx, cfg: StepConfig) -> tuple[GanState, dict]:
   """Generator update; gradients summed over `batch_split` sub-batches (as GRAM, not averaged)."""
   if cfg.per_device_batch % cfg.batch_split:
     raise ValueError(f"per-device batch {cfg.per_device_batch} must be divisible by batch_split "
@@ -180,11 +255,19 @@ def g_step(state: GanState, key: PRNGKey, *, generator, discriminator, g_tx,
   alpha = _fade_alpha(state.step, cfg)
 
   def loss_fn(g_params, sub_key):
-    out, _, camera = _fakes(generator, g_params, state.prior, sub_key, sub_batch, cfg, remat=True)
+    key_fakes, key_imitation = jax.random.split(sub_key)
+    out, latents, camera = _fakes(generator, g_params, state.prior, key_fakes, sub_batch, cfg,
+                                  remat=True)
     logit, pose = discriminator.apply({"params": state.d_params}, out.image, alpha)
     terms = dict(g_adv=losses.g_adversarial_loss(logit),
                  g_pose=losses.pose_loss(pose, camera.as_pose()))
-    return terms["g_adv"] + cfg.pos_lambda * terms["g_pose"], terms
+    terms.update(imitation_terms(generator, g_params, face, latents, camera, out, key_imitation,
+                                 cfg))
+    total = terms["g_adv"] + cfg.pos_lambda * terms["g_pose"]
+    for name, weight in IMITATION_WEIGHTS:
+      if name in terms:
+        total = total + getattr(cfg, weight) * terms[name]
+    return total, terms
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -195,7 +278,8 @@ def g_step(state: GanState, key: PRNGKey, *, generator, discriminator, g_tx,
             jax.tree_util.tree_map(jnp.add, total_terms, terms)), None
 
   zeros = jax.tree_util.tree_map(jnp.zeros_like, state.g_params)
-  zero_terms = dict(g_adv=jnp.zeros(()), g_pose=jnp.zeros(()))
+  zero_terms = jax.tree_util.tree_map(
+      jnp.zeros_like, jax.eval_shape(loss_fn, state.g_params, key)[1])
   (grads, loss, terms), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros(()), zero_terms),
                                          jax.random.split(key, cfg.batch_split))
   grads = jax.lax.pmean(grads, AXIS)
@@ -212,16 +296,19 @@ def g_step(state: GanState, key: PRNGKey, *, generator, discriminator, g_tx,
   return state.replace(g_params=g_params, g_opt_state=g_opt_state, ema_params=ema), metrics
 
 
-def train_step(state: GanState, batch: Batch, key: PRNGKey, *, generator: AnimatableGenerator,
-               discriminator: Discriminator, g_tx, d_tx,
+def train_step(state: GanState, batch: Batch, key: PRNGKey, face: MorphableArrays | None = None,
+               *, generator: AnimatableGenerator, discriminator: Discriminator, g_tx, d_tx,
                cfg: StepConfig) -> tuple[GanState, dict]:
-  """One iteration (D step, then G step) on one replica; pmap it with `make_train_step`."""
+  """One iteration (D step, then G step) on one replica; pmap it with `make_train_step`.
+
+  `face` is the 3DMM (replicated) when an imitation loss is on, else None.
+  """
   key = jax.random.fold_in(jax.random.fold_in(key, state.step), jax.lax.axis_index(AXIS))
   key_d, key_g = jax.random.split(key)
   state, d_metrics = d_step(state, batch, key_d, generator=generator, discriminator=discriminator,
                             d_tx=d_tx, cfg=cfg)
-  state, g_metrics = g_step(state, key_g, generator=generator, discriminator=discriminator,
-                            g_tx=g_tx, cfg=cfg)
+  state, g_metrics = g_step(state, key_g, face, generator=generator,
+                            discriminator=discriminator, g_tx=g_tx, cfg=cfg)
   skipped = 1 - (d_metrics["d_ok"] * g_metrics["g_ok"]).astype(jnp.int32)
   state = state.replace(step=state.step + 1, nonfinite=state.nonfinite + skipped)
   metrics = jax.lax.pmean({**d_metrics, **g_metrics}, AXIS)
@@ -232,7 +319,7 @@ def train_step(state: GanState, batch: Batch, key: PRNGKey, *, generator: Animat
 def make_train_step(generator, discriminator, g_tx, d_tx, cfg: StepConfig):
   """`train_step` bound to its static settings and pmapped over the local devices.
 
-  Call as p_step(replicated_state, batch (devices, per_device, ...), replicated_key).
+  Call as p_step(replicated_state, batch (devices, per_device, ...), replicated_key[, face]).
   """
   step = functools.partial(train_step, generator=generator, discriminator=discriminator,
                            g_tx=g_tx, d_tx=d_tx, cfg=cfg)

@@ -67,6 +67,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.pos_lambda = 15.0  # pose loss weight on fakes (D and G)
   config.loss.real_pos_lambda = 15.0  # pose loss weight on reals (D)
 
+  config.imitation = ml_collections.ConfigDict()  # 3D imitation of the 3DMM (paper §3.4)
+  # No published weights exist (SPEC §8.2): these make each term O(0.1-1) at the start, next to the
+  # adversarial loss; squared distances are in world units (the face is ≈0.13 wide).
+  config.imitation.chamfer_weight = 100.0  # L_Ch, Eq. 6 (0 switches it off: 'w/o L_Ch')
+  config.imitation.deform_weight = 1e4  # L_3DMM, Eq. 8-9 (0: 'w/o L_3DMM')
+  config.imitation.reg_weight = 10.0  # L_reg, Eq. 10
+  config.imitation.smooth_weight = 1e3  # L_smooth, Eq. 11
+  config.imitation.points = 1024  # query points per image for Eq. 8-11 (around mesh vertices)
+  config.imitation.noise = 0.003  # std of the query points around their vertex (world units)
+  config.imitation.smooth_radius = 0.001  # ξ ~ U(±radius)³ for L_smooth (world units)
+  config.imitation.chamfer_opacity = 0.0  # min non-background opacity for a pixel to join S′; 0
+  #                                         uses every pixel, so a still transparent face is
+  #                                         pulled towards the mesh from the first step
+  config.face_model = ""  # 3DMM file (.mat BFM_model_front or .npz); '' = the procedural model
+
   config.camera = ml_collections.ConfigDict()
   config.camera.yaw_std = 0.3  # yaw prior N(π/2, σ²) (radians)
   config.camera.pitch_std = 0.155  # pitch prior N(π/2, σ²)

@@ -33,6 +33,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.snapshot_every = 30
   config.num_snapshot = 4
   config.chunk_size = 256
+  config.imitation.points = 128
   config.psi_samples = 500
   config.async_checkpoints = False
   return config
