@@ -14,7 +14,7 @@ from PIL import Image
 from anifacegan_jax import checkpointing, train
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
-from anifacegan_jax.models.priors import GaussianPrior
+from anifacegan_jax.models.priors import Prior
 from anifacegan_jax.types import Camera, Latents, PyTree
 
 
@@ -25,7 +25,7 @@ class Run:
   config: ml_collections.ConfigDict
   generator: AnimatableGenerator
   ema_params: PyTree
-  prior: GaussianPrior
+  prior: Prior
   step: int
 
 
@@ -34,14 +34,15 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   config = checkpointing.restore_config(workdir, step)
   generator, discriminator = train.build_models(config)
   g_tx, d_tx = train.build_optimizers(config)
+  template = train.prior_template(config)
   target = jax.eval_shape(lambda: ts.create_state(jax.random.key(0), generator, discriminator,
-                                                  g_tx, d_tx))
+                                                  g_tx, d_tx, template))
   state = checkpointing.restore_state(workdir, target, step)
   return Run(config=config, generator=generator, ema_params=state.ema_params, prior=state.prior,
              step=int(state.step))
 
 
-def grid_latents(prior: GaussianPrior, key: jax.Array, num_identities: int,
+def grid_latents(prior: Prior, key: jax.Array, num_identities: int,
                  num_expressions: int) -> Latents:
   """(identities, expressions) latents: one z_id and ε per row, expression 0 neutral."""
   key_id, key_noise, key_exp = jax.random.split(key, 3)

@@ -21,7 +21,7 @@ from anifacegan_jax.face3d import morphable, procedural
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
-from anifacegan_jax.models.priors import GaussianPrior, sample_latents
+from anifacegan_jax.models.priors import GaussianPrior, Prior, load_prior, sample_latents
 from anifacegan_jax.types import Camera, PyTree
 
 
@@ -40,14 +40,31 @@ def build_optimizers(config: ml_collections.ConfigDict):
                             clip_norm=o.clip_norm, b1=o.b1, b2=o.b2)
 
 
-def build_prior(config: ml_collections.ConfigDict, builder) -> GaussianPrior:
-  """'fit': a Gaussian fitted to the training split's id/exp coefficients; 'standard': N(0, I)."""
+PRIOR_FILE = "file:"
+
+
+def build_prior(config: ml_collections.ConfigDict, builder) -> Prior:
+  """The latent prior named by config.prior.
+
+  'fit': a Gaussian fitted to the training split's id/exp coefficients; 'standard': N(0, I);
+  'file:<path>': a prior saved by `python -m anifacegan_jax.fit_prior` (Gaussian or VAEs).
+  """
   if config.prior == "standard":
     return GaussianPrior.standard()
-  if config.prior != "fit":
-    raise curriculum.ConfigError(f"config.prior must be 'fit' or 'standard', got {config.prior!r}")
-  coefficients = datasets.coefficient_table(builder, "train")
-  return GaussianPrior.fit(coefficients[:, :80], coefficients[:, 80:144])
+  if config.prior == "fit":
+    coefficients = datasets.coefficient_table(builder, "train")
+    return GaussianPrior.fit(coefficients[:, :80], coefficients[:, 80:144])
+  if config.prior.startswith(PRIOR_FILE):
+    return load_prior(pathlib.Path(config.prior[len(PRIOR_FILE):]).expanduser())
+  raise curriculum.ConfigError(
+      f"config.prior must be 'fit', 'standard' or 'file:<path>', got {config.prior!r}")
+
+
+def prior_template(config: ml_collections.ConfigDict) -> Prior:
+  """A prior with the structure a checkpoint of this config holds (for restore targets)."""
+  if config.prior.startswith(PRIOR_FILE):
+    return load_prior(pathlib.Path(config.prior[len(PRIOR_FILE):]).expanduser())
+  return GaussianPrior.standard()
 
 
 def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
@@ -80,7 +97,9 @@ def create_or_restore(config, workdir, generator, discriminator, g_tx, d_tx,
   if checkpointing.latest_step(workdir) is None:
     return ts.create_state(key, generator, discriminator, g_tx, d_tx, prior_fn())
   _check_resumable(config, workdir)
-  target = jax.eval_shape(lambda: ts.create_state(key, generator, discriminator, g_tx, d_tx))
+  template = prior_template(config)
+  target = jax.eval_shape(lambda: ts.create_state(key, generator, discriminator, g_tx, d_tx,
+                                                  template))
   state = checkpointing.restore_state(workdir, target)
   logging.info("Resumed from %s at step %d", workdir, int(state.step))
   return state

@@ -21,7 +21,7 @@ from anifacegan_jax.face3d import geometry
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
-from anifacegan_jax.models.priors import GaussianPrior, sample_latents
+from anifacegan_jax.models.priors import GaussianPrior, Prior, sample_latents
 from anifacegan_jax.rendering.camera import generate_rays, sample_camera
 from anifacegan_jax.types import Array, Batch, PRNGKey, PyTree
 
@@ -103,7 +103,7 @@ class GanState:
   g_opt_state: Any
   d_opt_state: Any
   ema_params: PyTree
-  prior: GaussianPrior
+  prior: Prior
   nonfinite: Array
 
 
@@ -121,7 +121,7 @@ def make_optimizers(g_lr: float = 2e-5, deform_lr: float = 2e-5, d_lr: float = 2
 
 def create_state(key: PRNGKey, generator: AnimatableGenerator, discriminator: Discriminator,
                  g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
-                 prior: GaussianPrior | None = None) -> GanState:
+                 prior: Prior | None = None) -> GanState:
   """A fresh state on the host (replicate it with flax.jax_utils.replicate)."""
   key_g, key_d = jax.random.split(key)
   g_params = init_generator(generator, key_g)["params"]

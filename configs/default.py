@@ -88,7 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.camera.clamp = 1.3  # clamp both angles to mean ± this
 
   config.prior = "fit"  # latent prior of z_id/z_exp: 'fit' (Gaussian fitted to the training
-  #                       set's coefficients) or 'standard' (N(0, I))
+  #                       set's coefficients), 'standard' (N(0, I)) or 'file:<path>' (a prior
+  #                       from `python -m anifacegan_jax.fit_prior`, e.g. the coefficient VAEs)
   config.chunk_size = 4096  # rays per lax.map step when rendering
 
   config.log_every = 50  # steps between scalar summaries and progress lines
