@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import zlib
 
 os.environ["XLA_FLAGS"] = (
@@ -40,3 +41,18 @@ def write_ffhq_example(manual, stem, size=96, angle=(0.1, 0.2, 0.0), lm=True):
     mat["lm68"] = np.tile(np.array([[111.5, 50.0]], np.float32), (68, 1))[None]
   scipy.io.savemat(manual / "mats" / f"{stem}.mat", mat)
   return mat
+
+
+def official_keys(reference_dir, title):
+  """Keys and shapes of one section of keys_shapes.txt, in file order."""
+  lines = (reference_dir / "keys_shapes.txt").read_text().splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title}"))
+  entries = []
+  for line in lines[start + 1:]:
+    if line.startswith("##"):
+      break
+    match = re.match(r"\s+(\S+)\s+\(([\d, ]*)\)", line)
+    if match:
+      shape = tuple(int(v) for v in match.group(2).replace(" ", "").split(",") if v)
+      entries.append((match.group(1), shape))
+  return entries

@@ -1,6 +1,5 @@
 """End to end on the tiny SynthFaces config: train, resume (also after a kill), sample, CLI errors."""
 
-import os
 import pathlib
 import signal
 import subprocess

@@ -1,7 +1,6 @@
 """Official checkpoint layouts ↔ Flax trees: key tables, round trips, EMA lists, clear errors."""
 
 import collections
-import re
 
 import jax
 import jax.numpy as jnp
@@ -11,21 +10,7 @@ import pytest
 from anifacegan_jax import porting, torch_zip
 from anifacegan_jax.models.generator import init_generator, render
 from anifacegan_jax.types import Camera, Latents
-
-
-def _official_keys(reference_dir, title):
-  """Keys and shapes of one section of keys_shapes.txt, in file order."""
-  lines = (reference_dir / "keys_shapes.txt").read_text().splitlines()
-  start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title}"))
-  entries = []
-  for line in lines[start + 1:]:
-    if line.startswith("##"):
-      break
-    match = re.match(r"\s+(\S+)\s+\(([\d, ]*)\)", line)
-    if match:
-      shape = tuple(int(v) for v in match.group(2).replace(" ", "").split(",") if v)
-      entries.append((match.group(1), shape))
-  return entries
+from conftest import official_keys
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +23,7 @@ def test_template_layout_matches_keys_shapes_file(reference_dir, official):
   _, variables = official
   template = {k: v for k, v in variables["params"].items() if k != "deformation"}
   state = porting.to_torch(template, porting.TEMPLATE_LAYOUT)
-  expected = _official_keys(reference_dir, "AniFaceGAN generator.pth")
+  expected = official_keys(reference_dir, "AniFaceGAN generator.pth")
   assert [(k, v.shape) for k, v in state.items()] == expected
   assert sum(v.size for v in state.values()) == 1_926_045
 

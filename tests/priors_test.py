@@ -1,7 +1,6 @@
 """Latent priors: Gaussian fit, the official coefficient VAEs (counts, checkpoint layout, fitting,
 standardisation folding), prior files and the fit_prior CLI."""
 
-import re
 import subprocess
 import sys
 import pathlib
@@ -13,25 +12,10 @@ import pytest
 
 from anifacegan_jax import torch_zip
 from anifacegan_jax.models import priors, vae
-from conftest import write_ffhq_example
+from conftest import official_keys, write_ffhq_example
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(latent_dim=8, hidden=32)  # official depth, narrow layers: fast fits
-
-
-def _official_keys(reference_dir, title):
-  """(key, shape) of one keys_shapes.txt section, in file order."""
-  lines = (reference_dir / "keys_shapes.txt").read_text().splitlines()
-  start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title}"))
-  entries = []
-  for line in lines[start + 1:]:
-    if line.startswith("##"):
-      break
-    match = re.match(r"\s+(\S+)\s+\(([\d, ]*)\)", line)
-    if match:
-      shape = tuple(int(v) for v in match.group(2).split(",") if v.strip())
-      entries.append((match.group(1), shape))
-  return entries
 
 
 def _random_params(model, seed):
@@ -87,7 +71,7 @@ def test_official_parameter_counts(in_dim, total, decoder):
 @pytest.mark.parametrize("in_dim,title", [(80, "VAE_ID"), (64, "VAE_EXP")])
 def test_official_layout_matches_keys_shapes_file(reference_dir, in_dim, title):
   state = vae.vae_to_torch(_random_params(vae.CoefficientVAE(in_dim), 0))
-  assert [(k, v.shape) for k, v in state.items()] == _official_keys(reference_dir, title)
+  assert [(k, v.shape) for k, v in state.items()] == official_keys(reference_dir, title)
 
 
 def test_official_checkpoints_round_trip(tmp_path):
