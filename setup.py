@@ -33,7 +33,8 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": ["pytest>=8.0", "imageio-ffmpeg>=0.5"],
+        "video": ["imageio-ffmpeg>=0.5"],  # .mp4 output of `sample --mode=video` (GIF/WebP need none)
         # NVIDIA GPUs from Volta (V100) on: CUDA 12 wheels (CUDA 13 dropped Volta).
         "cuda12": ["jax[cuda12]>=0.4.35"],
     },

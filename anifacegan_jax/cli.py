@@ -22,11 +22,19 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    reason = str(error).strip("\"' ")
+    files = [a.split("=", 1)[1].split(":")[0] for a in argv[1:] if a.startswith("--config=")]
+    inner = error
+    while inner.args and isinstance(inner.args[0], BaseException):  # AttributeError(KeyError(..))
+      inner = inner.args[0]
+    message = str(inner.args[0]) if inner.args else str(inner)  # KeyError's str() is a repr
+    reason = message.strip("\"' ")
     if isinstance(error, (AttributeError, KeyError)):
-      reason = f"the config has no field {reason!r}"
+      field, *hint = message.splitlines()
+      reason = f"the config has no field '{field.strip(chr(34) + chr(39) + ' ')}'"
+      reason += f" ({hint[0].strip()})" if hint else ""
+    source = files[0] if files else "the config file"
     sys.stderr.write(f"error: invalid config override {' '.join(overrides)}: {reason}. Fields must "
-                     "exist in the config file (see configs/default.py) and keep their type.\n")
+                     f"exist in {source} (or the defaults it builds on) and keep their type.\n")
     sys.exit(2)
 
 

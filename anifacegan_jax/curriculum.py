@@ -29,6 +29,24 @@ def validate_stages(config: ml_collections.ConfigDict) -> None:
                         f"positive multiple of batch_split {stage.batch_split}")
 
 
+def validate_imitation(config: ml_collections.ConfigDict) -> None:
+  """Imitation settings training can use: L_lm has a reconstruction network, 2 or 3 dims."""
+  imitation = config.imitation
+  for field in ("chamfer_weight", "deform_weight", "reg_weight", "smooth_weight",
+                "landmark_weight"):
+    if not imitation[field] >= 0:  # also rejects NaN
+      raise ConfigError(f"config.imitation.{field} must be >= 0 (0 switches the term off), got "
+                        f"{imitation[field]}")
+  if imitation.landmark_dims not in (2, 3):
+    raise ConfigError(f"config.imitation.landmark_dims must be 3 (3D landmarks, the paper) or 2 "
+                      f"(the 2D-landmark ablation), got {imitation.landmark_dims}")
+  if imitation.landmark_weight > 0 and not config.recon:
+    raise ConfigError(
+        "config.imitation.landmark_weight > 0 (L_lm) needs a face-reconstruction network: set "
+        "--config.recon to a `python -m anifacegan_jax.train_recon` workdir or to "
+        "Deep3DFaceRecon's epoch_20.pth, or set the weight to 0")
+
+
 def stage_index(config: ml_collections.ConfigDict, step: int) -> int:
   """Index of the last stage whose start_step ≤ step."""
   return max(i for i, s in enumerate(config.stages) if s.start_step <= step)
@@ -51,4 +69,6 @@ def step_config(config: ml_collections.ConfigDict, index: int) -> StepConfig:
       smooth_weight=float(config.imitation.smooth_weight),
       imitation_points=int(config.imitation.points), imitation_noise=float(config.imitation.noise),
       smooth_radius=float(config.imitation.smooth_radius),
-      chamfer_opacity=float(config.imitation.chamfer_opacity))
+      chamfer_opacity=float(config.imitation.chamfer_opacity),
+      landmark_weight=float(config.imitation.landmark_weight),
+      landmark_dims=int(config.imitation.landmark_dims))

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from anifacegan_jax import checkpointing, train
+from anifacegan_jax import animation, checkpointing, export, train
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
 from anifacegan_jax.models.priors import Prior
@@ -97,3 +97,98 @@ def write_grid(workdir: str | pathlib.Path, out: str | pathlib.Path | None = Non
   path.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(grid).save(path)
   return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos, line textures, depth maps and meshes (`python -m anifacegan_jax.sample --mode=...`).
+
+ANIMATION_MODES = ("video", "lines", "depth", "mesh")
+NAMED_TRAJECTORIES = ("blend", "yaw")
+
+
+def expression_target(run: Run, spec: str, seed: int) -> np.ndarray:
+  """(64,) target expression: '' = one drawn from the run's prior (fixed by `seed`), a
+  Deep3DFaceRecon .mat / an .npz with 'exp', or SynthFaces blendshape names (procedural runs)."""
+  if not spec:
+    key = jax.random.fold_in(jax.random.key(seed), 2)
+    return np.asarray(run.prior.sample_exp(key, 1)[0], np.float32)
+  if pathlib.Path(spec).suffix in (".mat", ".npz"):
+    return animation.load_expression(spec)
+  if run.config.face_model:
+    raise ValueError(f"expression {spec!r}: blendshape names belong to SynthFaces' procedural "
+                     f"model, but this run imitates {run.config.face_model}; give a .mat/.npz")
+  return animation.named_expression(spec)
+
+
+def make_trajectory(run: Run, trajectory: str = "blend", *, expression: str = "",
+                    num_frames: int = 50, yaw_amplitude: float = 0.35, smoothing: int = 1,
+                    use_pose: bool = True, seed: int = 0) -> animation.Trajectory:
+  """'blend' (neutral → `expression` while the yaw sweeps ±yaw_amplitude: render.py), 'yaw'
+  (a yaw sweep at `expression`, '' = neutral here), or a driving file/folder for
+  `animation.load_sequence` (then smoothed over `smoothing` frames)."""
+  if trajectory == "blend":
+    target = expression_target(run, expression, seed)
+    return animation.expression_blend(target, num_frames, yaw_amplitude)
+  if trajectory == "yaw":
+    target = expression_target(run, expression, seed) if expression else None
+    return animation.yaw_sweep(num_frames, yaw_amplitude, target)
+  return animation.smooth(animation.load_sequence(trajectory, use_pose=use_pose), smoothing)
+
+
+def write_animation(workdir: str | pathlib.Path, mode: str, *, out_dir: str | pathlib.Path | None
+                    = None, seeds: tuple[int, ...] = (0,), trajectory: str = "blend",
+                    expression: str = "", num_frames: int = 50, yaw_amplitude: float = 0.35,
+                    smoothing: int = 1, use_pose: bool = True, psi: float | None = None,
+                    resolution: int | None = None, batch_size: int = 8, fps: float = 25.0,
+                    video_format: str = "gif", mesh_format: str = "ply", row: float = 0.6,
+                    progress: bool = True, step: int | None = None) -> list[pathlib.Path]:
+  """Render a trajectory per identity seed and write `mode`'s files; returns their paths.
+
+  Files in `out_dir` (default <workdir>/samples), per seed s:
+    video: video_s<s>.<video_format> (gif, webp or mp4);
+    lines: lines_s<s>.png, the line texture of pixel row `row` (fraction of the height);
+    depth: depth_s<s>_f<frame>.png (16-bit, [near, far] → [0, 65535]) and ..._preview.png;
+    mesh: mesh_s<s>_f<frame>.<mesh_format> (ply or obj), from each frame's depth and colours.
+  """
+  if mode not in ANIMATION_MODES:
+    raise ValueError(f"mode {mode!r}: use one of {', '.join(ANIMATION_MODES)} (or the grid)")
+  if mode == "video" and f".{video_format}" not in animation.VIDEO_SUFFIXES:
+    raise ValueError(f"video format {video_format!r}: use gif, webp or mp4")
+  if mode == "mesh" and mesh_format not in ("ply", "obj"):
+    raise ValueError(f"mesh format {mesh_format!r}: use ply or obj")
+  run = load_run(workdir, step)
+  out_dir = pathlib.Path(out_dir) if out_dir else pathlib.Path(workdir) / "samples"
+  generator = run.generator
+  paths = []
+  for seed in seeds:
+    path = make_trajectory(run, trajectory, expression=expression, num_frames=num_frames,
+                           yaw_amplitude=yaw_amplitude, smoothing=smoothing, use_pose=use_pose,
+                           seed=seed)
+    bar = animation.ProgressBar(f"seed {seed}: frames", path.num_frames) if progress else None
+    frames = animation.render_frames(run, path, seed=seed, psi=psi, resolution=resolution,
+                                     batch_size=batch_size, progress=bar)
+    if mode == "video":
+      paths.append(animation.write_video(out_dir / f"video_s{seed}.{video_format}",
+                                         frames.images, fps))
+    elif mode == "lines":
+      texture = animation.line_texture(frames.images, float(row))
+      out_dir.mkdir(parents=True, exist_ok=True)
+      paths.append(out_dir / f"lines_s{seed}.png")
+      Image.fromarray(texture).save(paths[-1])
+    else:
+      for i in range(path.num_frames):
+        stem = out_dir / f"{mode}_s{seed}_f{i:03d}"
+        if mode == "depth":
+          paths.append(export.write_depth_png(stem.with_suffix(".png"), frames.depth[i],
+                                              generator.near, generator.far))
+          preview = export.depth_preview(frames.depth[i], frames.mask[i], generator.near,
+                                         generator.far)
+          paths.append(stem.with_name(stem.name + "_preview.png"))
+          Image.fromarray(preview).save(paths[-1])
+        else:
+          mesh = export.depth_mesh(frames.depth[i], float(path.pitch[i]), float(path.yaw[i]),
+                                   mask=frames.mask[i], colors=frames.images[i],
+                                   fov_degrees=generator.fov_degrees,
+                                   radius=generator.camera_radius)
+          paths.append(export.write_mesh(stem.with_suffix(f".{mesh_format}"), mesh))
+  return paths

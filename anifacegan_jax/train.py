@@ -17,7 +17,8 @@ from clu import metric_writers, periodic_actions
 from anifacegan_jax import checkpointing, curriculum
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
-from anifacegan_jax.face3d import morphable, procedural
+from anifacegan_jax.face3d import morphable, procedural, recon_training
+from anifacegan_jax.face3d.recon import ReconNet, load_deep3d_recon
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
@@ -76,6 +77,28 @@ def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
         "config.face_model is empty but the dataset is not SynthFaces: give the BFM file "
         "(Deep3DFaceRecon's BFM/BFM_model_front.mat) or set the imitation weights to 0")
   return procedural.load_procedural().arrays()
+
+
+def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
+  """The face-reconstruction network of L_lm named by config.recon (model, variables).
+
+  A directory is a `python -m anifacegan_jax.train_recon` workdir (its newest checkpoint; it must
+  have been trained for this run's 3DMM, config.face_model); a file is Deep3DFaceRecon's
+  `epoch_20.pth` (the official ResNet-50 at 224², BFM coefficients).
+  """
+  path = pathlib.Path(config.recon).expanduser()
+  if path.is_dir():
+    saved = recon_training.restore_config(str(path)).face_model
+    if saved != config.face_model:
+      raise curriculum.ConfigError(
+          f"config.recon={config.recon} was trained for the 3DMM face_model={saved!r} but this "
+          f"run imitates face_model={config.face_model!r}: the coefficients would not match")
+    return recon_training.restore_recon(str(path))
+  if path.is_file():
+    model = ReconNet()
+    return model, load_deep3d_recon(path, model)
+  raise curriculum.ConfigError(f"config.recon={config.recon}: no such file or directory (expected "
+                               "a train_recon workdir or Deep3DFaceRecon's epoch_20.pth)")
 
 
 def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -148,6 +171,7 @@ def _log_metrics(writer, step, pending: list) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.GanState:
   """Train (or resume) in `workdir`; returns the final host-side state."""
   curriculum.validate_stages(config)
+  curriculum.validate_imitation(config)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   builder = datasets.make_builder(config)
   generator, discriminator = build_models(config)
@@ -162,21 +186,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Ga
   base_key = flax.jax_utils.replicate(jax.random.key(config.seed + 3), axis_name=ts.AXIS)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer)
   devices = jax.local_device_count()
-  stage, p_step, batches, pending, face = None, None, None, [], None
+  stage, p_step, batches, pending = None, None, None, []
+  face = recon = recon_variables = None
   for step in range(start, config.num_steps):
     index = curriculum.stage_index(config, step)
     if index != stage:
       stage, cfg = index, curriculum.step_config(config, index)
-      p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg)
       if cfg.uses_face_model and face is None:
         face = flax.jax_utils.replicate(load_face_model(config), axis_name=ts.AXIS)
+      if cfg.uses_recon and recon is None:
+        recon, host_variables = load_recon(config)
+        recon_variables = flax.jax_utils.replicate(host_variables, axis_name=ts.AXIS)
+      teachers = ts.Teachers(face=face if cfg.uses_face_model else None,
+                             recon=recon_variables if cfg.uses_recon else None)
+      p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg,
+                                  recon=recon if cfg.uses_recon else None)
       batches = input_pipeline.device_batches(input_pipeline.create_dataset(
           builder, "train", global_batch_size=cfg.per_device_batch * devices * jax.process_count(),
           resolution=cfg.resolution, random_flip=config.dataset.random_flip, seed=config.seed,
           shuffle_buffer=config.dataset.shuffle_buffer,
           skip_examples=examples_before(config, step, devices)))
-    replicated, metrics = p_step(replicated, next(batches), base_key,
-                                 face if cfg.uses_face_model else None)
+    replicated, metrics = p_step(replicated, next(batches), base_key, teachers)
     pending.append(metrics)
     done = step + 1
     report(done, t=time.time())

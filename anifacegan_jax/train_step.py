@@ -19,10 +19,11 @@ import optax
 from anifacegan_jax import losses
 from anifacegan_jax.face3d import geometry
 from anifacegan_jax.face3d.morphable import MorphableArrays
+from anifacegan_jax.face3d.recon import ReconNet
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
 from anifacegan_jax.models.priors import GaussianPrior, Prior, sample_latents
-from anifacegan_jax.rendering.camera import generate_rays, sample_camera
+from anifacegan_jax.rendering.camera import generate_rays, project_points, sample_camera
 from anifacegan_jax.types import Array, Batch, PRNGKey, PyTree
 
 AXIS = "batch"
@@ -52,6 +53,10 @@ class StepConfig:
     imitation_noise: std of those points around their vertex, world units.
     smooth_radius: ξ ~ U(±radius)³ for L_smooth, world units (SPEC §3.7: 0.001).
     chamfer_opacity: pixels whose non-background opacity exceeds this form the depth cloud S′.
+    landmark_weight: weight of L_lm (Eq. 7): landmarks of S(ẑ_id, ẑ_exp), ẑ predicted by the
+      reconstruction network from the generated image, vs those of S(z_id, z_exp).
+    landmark_dims: 3 (the paper: 3D landmarks, world units, no pose) or 2 (the '2D landmarks'
+      ablation: both sets projected by the generating camera, image plane × camera radius).
   """
 
   resolution: int
@@ -76,11 +81,36 @@ class StepConfig:
   imitation_noise: float = 0.003
   smooth_radius: float = 0.001
   chamfer_opacity: float = 0.5
+  landmark_weight: float = 0.0
+  landmark_dims: int = 3
+
+  def __post_init__(self):
+    if self.landmark_dims not in (2, 3):
+      raise ValueError(f"landmark_dims must be 2 or 3, got {self.landmark_dims}")
 
   @property
   def uses_face_model(self) -> bool:
-    """The 3DMM is needed (any imitation loss is on)."""
-    return self.chamfer_weight > 0 or self.deform_weight > 0
+    """The 3DMM is needed (L_Ch, L_3DMM or L_lm is on)."""
+    return self.chamfer_weight > 0 or self.deform_weight > 0 or self.uses_recon
+
+  @property
+  def uses_recon(self) -> bool:
+    """The face-reconstruction network is needed (L_lm is on)."""
+    return self.landmark_weight > 0
+
+
+@flax.struct.dataclass
+class Teachers:
+  """What the 3D-imitation losses imitate; passed (replicated) as an argument of the step.
+
+  Attributes:
+    face: the 3DMM when `StepConfig.uses_face_model`, else None.
+    recon: variables {'params', 'batch_stats'} of the face-reconstruction network when
+      `StepConfig.uses_recon` (the network itself is static: `make_train_step(..., recon=)`).
+  """
+
+  face: MorphableArrays | None = None
+  recon: PyTree | None = None
 
 
 @flax.struct.dataclass
@@ -192,17 +222,51 @@ def d_step(state: GanState, batch: Batch, key: PRNGKey, *, generator, discrimina
   return state.replace(d_params=d_params, d_opt_state=d_opt_state), metrics
 
 
-def imitation_terms(generator: AnimatableGenerator, g_params: PyTree, face: MorphableArrays | None,
-                    latents, camera, out, key: PRNGKey, cfg: StepConfig) -> dict:
+def landmark_term(recon: ReconNet, recon_variables: PyTree, face: MorphableArrays, latents,
+                  camera, images: Array, cfg: StepConfig, radius: float = 1.0) -> Array:
+  """L_lm (Eq. 7) of generated images (B, R, R, 3) in [-1, 1] rendered from `latents`, `camera`.
+
+  The frozen network (inference-mode BatchNorm) predicts ẑ_id, ẑ_exp from the images; the loss is
+  the mean squared distance of landmarks 17-67 of S(ẑ_id, ẑ_exp) and S(z_id, z_exp), both placed
+  in world units by `geometry.model_to_world` (3-D), or projected by the generating camera
+  (2-D ablation). Gradients reach the generator through the images only.
+  """
+  predicted = recon.apply(recon_variables, (images + 1.0) / 2.0, train=False)
+
+  def world_landmarks(z_id, z_exp):
+    return geometry.model_to_world(geometry.landmarks_3d(
+        face, geometry.face_vertices(face, z_id, z_exp)))
+
+  mine = jax.vmap(world_landmarks)(predicted[:, :80], predicted[:, 80:144])
+  reference = jax.vmap(world_landmarks)(latents.z_id, latents.z_exp)
+  if cfg.landmark_dims == 2:
+    mine = radius * project_points(camera, mine, radius)
+    reference = radius * project_points(camera, reference, radius)
+  return losses.landmark_loss(mine, jax.lax.stop_gradient(reference))
+
+
+def imitation_terms(generator: AnimatableGenerator, g_params: PyTree, teachers: Teachers | None,
+                    latents, camera, out, key: PRNGKey, cfg: StepConfig,
+                    recon: ReconNet | None = None) -> dict:
   """The unweighted 3D-imitation terms of one generator sub-batch (paper Eq. 6-11).
 
   The 3DMM mesh S(z_id, z_exp) is placed in world units by `geometry.model_to_world`; S′ is the
   generated depth (Eq. 5) back-projected along the pixel rays. Query points for Eq. 8-11 are
-  mesh vertices (target space) jittered by N(0, imitation_noise²).
+  mesh vertices (target space) jittered by N(0, imitation_noise²). L_lm needs `recon` (static)
+  and its variables in `teachers.recon`.
   """
   terms = {}
   if not (cfg.uses_face_model or cfg.reg_weight > 0 or cfg.smooth_weight > 0):
     return terms
+  face = teachers.face if teachers is not None else None
+  if cfg.uses_face_model and face is None:
+    raise ValueError("an imitation loss is on but no 3DMM was given (Teachers.face)")
+  if cfg.uses_recon:
+    if recon is None or teachers.recon is None:
+      raise ValueError("landmark_weight > 0 needs the reconstruction network: pass recon= and "
+                       "its variables in Teachers.recon")
+    terms["landmark"] = landmark_term(recon, teachers.recon, face, latents, camera, out.image,
+                                      cfg, generator.camera_radius)
   codes = generator.apply({"params": g_params}, latents, method=AnimatableGenerator.codes)
   deform = lambda x, c: generator.apply({"params": g_params}, x, c,
                                         method=AnimatableGenerator.deform)
@@ -242,11 +306,13 @@ def imitation_terms(generator: AnimatableGenerator, g_params: PyTree, face: Morp
 
 
 IMITATION_WEIGHTS = (("chamfer", "chamfer_weight"), ("deform_imitation", "deform_weight"),
-                     ("deform_reg", "reg_weight"), ("deform_smooth", "smooth_weight"))
+                     ("deform_reg", "reg_weight"), ("deform_smooth", "smooth_weight"),
+                     ("landmark", "landmark_weight"))
 
 
-def g_step(state: GanState, key: PRNGKey, face: MorphableArrays | None = None, *, generator,
-           discriminator, g_tx, cfg: StepConfig) -> tuple[GanState, dict]:
+def g_step(state: GanState, key: PRNGKey, teachers: Teachers | None = None, *, generator,
+           discriminator, g_tx, cfg: StepConfig,
+           recon: ReconNet | None = None) -> tuple[GanState, dict]:
   """Generator update; gradients summed over `batch_split` sub-batches (as GRAM, not averaged)."""
   if cfg.per_device_batch % cfg.batch_split:
     raise ValueError(f"per-device batch {cfg.per_device_batch} must be divisible by batch_split "
@@ -261,8 +327,8 @@ def g_step(state: GanState, key: PRNGKey, face: MorphableArrays | None = None, *
     logit, pose = discriminator.apply({"params": state.d_params}, out.image, alpha)
     terms = dict(g_adv=losses.g_adversarial_loss(logit),
                  g_pose=losses.pose_loss(pose, camera.as_pose()))
-    terms.update(imitation_terms(generator, g_params, face, latents, camera, out, key_imitation,
-                                 cfg))
+    terms.update(imitation_terms(generator, g_params, teachers, latents, camera, out,
+                                 key_imitation, cfg, recon))
     total = terms["g_adv"] + cfg.pos_lambda * terms["g_pose"]
     for name, weight in IMITATION_WEIGHTS:
       if name in terms:
@@ -296,19 +362,20 @@ def g_step(state: GanState, key: PRNGKey, face: MorphableArrays | None = None, *
   return state.replace(g_params=g_params, g_opt_state=g_opt_state, ema_params=ema), metrics
 
 
-def train_step(state: GanState, batch: Batch, key: PRNGKey, face: MorphableArrays | None = None,
+def train_step(state: GanState, batch: Batch, key: PRNGKey, teachers: Teachers | None = None,
                *, generator: AnimatableGenerator, discriminator: Discriminator, g_tx, d_tx,
-               cfg: StepConfig) -> tuple[GanState, dict]:
+               cfg: StepConfig, recon: ReconNet | None = None) -> tuple[GanState, dict]:
   """One iteration (D step, then G step) on one replica; pmap it with `make_train_step`.
 
-  `face` is the 3DMM (replicated) when an imitation loss is on, else None.
+  `teachers` holds the 3DMM and the reconstruction network's variables the imitation losses
+  need (None when every imitation loss is off).
   """
   key = jax.random.fold_in(jax.random.fold_in(key, state.step), jax.lax.axis_index(AXIS))
   key_d, key_g = jax.random.split(key)
   state, d_metrics = d_step(state, batch, key_d, generator=generator, discriminator=discriminator,
                             d_tx=d_tx, cfg=cfg)
-  state, g_metrics = g_step(state, key_g, face, generator=generator,
-                            discriminator=discriminator, g_tx=g_tx, cfg=cfg)
+  state, g_metrics = g_step(state, key_g, teachers, generator=generator,
+                            discriminator=discriminator, g_tx=g_tx, cfg=cfg, recon=recon)
   skipped = 1 - (d_metrics["d_ok"] * g_metrics["g_ok"]).astype(jnp.int32)
   state = state.replace(step=state.step + 1, nonfinite=state.nonfinite + skipped)
   metrics = jax.lax.pmean({**d_metrics, **g_metrics}, AXIS)
@@ -316,11 +383,13 @@ def train_step(state: GanState, batch: Batch, key: PRNGKey, face: MorphableArray
   return state, metrics
 
 
-def make_train_step(generator, discriminator, g_tx, d_tx, cfg: StepConfig):
+def make_train_step(generator, discriminator, g_tx, d_tx, cfg: StepConfig,
+                    recon: ReconNet | None = None):
   """`train_step` bound to its static settings and pmapped over the local devices.
 
-  Call as p_step(replicated_state, batch (devices, per_device, ...), replicated_key[, face]).
+  Call as p_step(replicated_state, batch (devices, per_device, ...), replicated_key[,
+  replicated Teachers]); `recon` is the reconstruction network of L_lm.
   """
   step = functools.partial(train_step, generator=generator, discriminator=discriminator,
-                           g_tx=g_tx, d_tx=d_tx, cfg=cfg)
+                           g_tx=g_tx, d_tx=d_tx, cfg=cfg, recon=recon)
   return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))

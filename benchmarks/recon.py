@@ -29,6 +29,7 @@ from absl import logging
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from anifacegan_jax.data import datasets  # noqa: E402
 from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
+from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
 from configs import recon as recon_config  # noqa: E402
 
 
@@ -42,8 +43,8 @@ def _machine() -> dict:
 def baseline(builder, arrays) -> dict:
   """Metrics of the mean face (zero id/exp/angle) on the test split: what the net must beat."""
   target = jnp.asarray(datasets.coefficient_table(builder, "test"))
-  return rt.summarize_errors(jax.device_get(
-      rt.per_example_errors(jnp.zeros_like(target), target, arrays)))
+  return cm.summarize_errors(jax.device_get(
+      cm.per_example_errors(jnp.zeros_like(target), target, arrays)))
 
 
 def error_split(workdir: str, builder, arrays, resolution: int) -> dict:
@@ -51,11 +52,11 @@ def error_split(workdir: str, builder, arrays, resolution: int) -> dict:
   model, variables = rt.restore_recon(workdir)
   pred, target = rt.predict(model, variables, builder, resolution)
   out = {}
-  for name, part in (("id_only", rt.ID), ("exp_only", rt.EXP)):
+  for name, part in (("id_only", cm.ID), ("exp_only", cm.EXP)):
     mixed = target.copy()
     mixed[:, part] = pred[:, part]
-    errors = rt.per_example_errors(jnp.asarray(mixed), jnp.asarray(target), arrays)
-    out[f"landmark_mm_{name}"] = rt.summarize_errors(jax.device_get(errors))["landmark_mm"]
+    errors = cm.per_example_errors(jnp.asarray(mixed), jnp.asarray(target), arrays)
+    out[f"landmark_mm_{name}"] = cm.summarize_errors(jax.device_get(errors))["landmark_mm"]
   return out
 
 
@@ -86,12 +87,12 @@ def main() -> None:
   start = time.time()
   builder = rt.make_builder(config)  # renders SynthFaces on first use (≈ 20 ms/example/core)
   prepare_s = time.time() - start
-  mean_face = baseline(builder, rt.landmark_arrays(rt.load_face_model(config)))
+  mean_face = baseline(builder, cm.landmark_arrays(rt.load_face_model(config)))
   print("mean-face baseline:", json.dumps(mean_face), flush=True)
   start = time.time()
   state, metrics = rt.train_and_evaluate(config, args.workdir)
   train_s = time.time() - start
-  split = error_split(args.workdir, builder, rt.landmark_arrays(rt.load_face_model(config)),
+  split = error_split(args.workdir, builder, cm.landmark_arrays(rt.load_face_model(config)),
                       config.model.input_size)
   evals = [json.loads(line) for line in
            (pathlib.Path(args.workdir) / rt.EVAL_FILE).read_text().splitlines()]

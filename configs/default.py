@@ -80,7 +80,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.imitation.chamfer_opacity = 0.0  # min non-background opacity for a pixel to join S′; 0
   #                                         uses every pixel, so a still transparent face is
   #                                         pulled towards the mesh from the first step
+  config.imitation.landmark_weight = 0.0  # L_lm, Eq. 7 (paper: on; 1e4 makes it O(0.1-1)); needs
+  #                                         config.recon, so it is off by default ('w/o L_lm')
+  config.imitation.landmark_dims = 3  # 3: 3D landmarks (paper); 2: the '2D landmarks' ablation
   config.face_model = ""  # 3DMM file (.mat BFM_model_front or .npz); '' = the procedural model
+  config.recon = ""  # face-reconstruction network of L_lm: a `train_recon` workdir (Orbax) or
+  #                    Deep3DFaceRecon's epoch_20.pth (ResNet-50, 224², BFM coefficients)
 
   config.camera = ml_collections.ConfigDict()
   config.camera.yaw_std = 0.3  # yaw prior N(π/2, σ²) (radians)

@@ -48,6 +48,18 @@ def test_centre_ray_of_any_camera_passes_through_origin():
   np.testing.assert_allclose(jnp.linalg.norm(rays.directions, axis=-1), 1.0, atol=1e-6)
 
 
+def test_projection_inverts_the_pixel_rays():
+  """A point along any pixel ray projects back to that pixel: (x, y)·tan(fov/2) on the grid."""
+  cam = Camera(pitch=jnp.array([1.4, 1.75]), yaw=jnp.array([1.9, 1.2]))
+  rays = camera_lib.generate_rays(cam, resolution=5, fov_degrees=12.0, radius=1.0)
+  points = rays.origins + 0.97 * rays.directions  # (2, 25, 3)
+  projected = camera_lib.project_points(cam, points, radius=1.0)
+  coords = np.linspace(-1.0, 1.0, 5)
+  y, x = np.meshgrid(-coords, coords, indexing="ij")
+  expected = np.tan(np.radians(6.0)) * np.stack([x, y], -1).reshape(1, 25, 2)
+  np.testing.assert_allclose(projected, np.broadcast_to(expected, (2, 25, 2)), atol=1e-6)
+
+
 def test_samples_and_background_plane():
   rays = camera_lib.generate_rays(Camera.frontal(1), resolution=4)
   t = camera_lib.sample_distances(0.88, 1.12, 64)

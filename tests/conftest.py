@@ -62,3 +62,19 @@ def official_keys(reference_dir, title):
       shape = tuple(int(v) for v in match.group(2).replace(" ", "").split(",") if v)
       entries.append((match.group(1), shape))
   return entries
+
+
+def save_recon_run(workdir, face_model=""):
+  """An untrained tiny reconstruction network saved as a `train_recon` workdir checkpoint."""
+  import jax
+  from anifacegan_jax import checkpointing
+  from anifacegan_jax.face3d import recon_training as rt
+  from configs import recon as recon_config
+  recon = recon_config.get_config("tiny")
+  recon.face_model = face_model
+  model, tx = rt.build_model(recon), rt.build_optimizer(recon)
+  state = rt.create_state(jax.random.key(0), model, tx)
+  manager = checkpointing.create_manager(workdir, async_save=False)
+  checkpointing.save(manager, 3, state, recon)
+  manager.wait_until_finished()
+  return model, state

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anifacegan_jax import sampling, train
+from anifacegan_jax import animation, export, sampling, train
 from configs import synthface
+
+from conftest import save_recon_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -94,6 +96,69 @@ def test_sample_writes_a_grid_from_the_workdir(tmp_path, uninterrupted):
   np.testing.assert_array_equal(grid, again)
 
 
+def test_sample_writes_a_video_from_the_workdir(tmp_path, uninterrupted):
+  workdir, _ = uninterrupted
+  result = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.sample", f"--workdir={workdir}", "--mode=video",
+       "--frames=4", "--trajectory=yaw", "--expression=jaw_open", f"--out={tmp_path}",
+       "--seed=3"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "seed 3: frames [" in result.stderr and "4/4" in result.stderr  # the progress bar
+  path = tmp_path / "video_s3.gif"
+  assert result.stdout.strip() == str(path)
+  with Image.open(path) as video:
+    assert video.n_frames == 4 and video.size == (16, 16)
+  # The same seed renders identical frames; another seed another face.
+  run = sampling.load_run(workdir)
+  trajectory = sampling.make_trajectory(run, "yaw", expression="jaw_open", num_frames=4)
+  first = animation.render_frames(run, trajectory, seed=3, batch_size=3)
+  again = animation.render_frames(run, trajectory, seed=3, batch_size=4)
+  np.testing.assert_array_equal(first.images, again.images)
+  # Other batch sizes compile other programs: depth agrees to float rounding.
+  np.testing.assert_allclose(first.depth, again.depth, atol=1e-6)
+  other = animation.render_frames(run, trajectory, seed=4)
+  assert np.abs(other.images.astype(int) - first.images).max() > 0
+
+
+def test_sample_writes_depth_maps_and_meshes(tmp_path, uninterrupted):
+  workdir, _ = uninterrupted
+  run = sampling.load_run(workdir)
+  depth_files = sampling.write_animation(workdir, "depth", out_dir=tmp_path, num_frames=2,
+                                         yaw_amplitude=0.0, expression="smile_left",
+                                         progress=False)
+  assert [p.name for p in depth_files] == ["depth_s0_f000.png", "depth_s0_f000_preview.png",
+                                           "depth_s0_f001.png", "depth_s0_f001_preview.png"]
+  trajectory = sampling.make_trajectory(run, "blend", expression="smile_left", num_frames=2,
+                                        yaw_amplitude=0.0)
+  frames = animation.render_frames(run, trajectory)
+  depth = export.read_depth_png(depth_files[2], run.generator.near, run.generator.far)
+  np.testing.assert_allclose(depth, np.clip(frames.depth[1], run.generator.near,
+                                            run.generator.far), atol=(0.24 / 65535))
+  for fmt in ("ply", "obj"):
+    meshes = sampling.write_animation(workdir, "mesh", out_dir=tmp_path, num_frames=2,
+                                      yaw_amplitude=0.0, expression="smile_left",
+                                      mesh_format=fmt, progress=False)
+    assert [p.name for p in meshes] == [f"mesh_s0_f000.{fmt}", f"mesh_s0_f001.{fmt}"]
+    mesh = export.read_ply(meshes[1]) if fmt == "ply" else export.read_obj(meshes[1])
+    assert len(mesh.vertices) == int(frames.mask[1].sum())
+
+
+def test_sample_rejects_a_wrong_coefficient_file(tmp_path, uninterrupted):
+  workdir, _ = uninterrupted
+  np.savez(tmp_path / "clip.npz", exp=np.zeros((5, 63)), angles=np.zeros((5, 3)))
+  result = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.sample", f"--workdir={workdir}", "--mode=video",
+       f"--trajectory={tmp_path / 'clip.npz'}", f"--out={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "clip.npz: exp has shape (5, 63); expected (T, 64)" in result.stderr
+  bad_format = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.sample", f"--workdir={workdir}", "--mode=depth",
+       "--format=mp4"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert bad_format.returncode == 2
+  assert "--format=mp4 does not apply to --mode=depth" in bad_format.stderr
+
+
 def test_config_typo_and_missing_checkpoint_fail_clearly(tmp_path):
   typo = subprocess.run(
       [sys.executable, "-m", "anifacegan_jax.main", "--config=configs/synthface.py:tiny",
@@ -101,6 +166,7 @@ def test_config_typo_and_missing_checkpoint_fail_clearly(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert typo.returncode == 2
   assert "the config has no field 'batch_szie'" in typo.stderr
+  assert "Fields must exist in configs/synthface.py" in typo.stderr
   assert "Traceback" not in typo.stderr
   empty = subprocess.run([sys.executable, "-m", "anifacegan_jax.sample", f"--workdir={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -115,3 +181,18 @@ def test_training_stops_after_too_many_nonfinite_steps(tmp_path, data_dir):
   with pytest.raises(FloatingPointError, match="non-finite losses or gradients"):
     train.train_and_evaluate(config, str(tmp_path))
   assert (tmp_path / "checkpoints").is_dir()  # the state at the stop is saved
+
+
+def test_training_with_the_landmark_loss_logs_it(tmp_path, data_dir):
+  save_recon_run(tmp_path / "recon")
+  config = _config(data_dir, 2, checkpoint_every=2)
+  config.imitation.landmark_weight = 1e4
+  config.recon = str(tmp_path / "recon")
+  state = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert int(state.step) == 2 and int(state.nonfinite) == 0
+  import tensorflow as tf
+  values = [v.simple_value or float(tf.make_ndarray(v.tensor))
+            for path in (tmp_path / "run").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for v in event.summary.value if v.tag == "landmark"]
+  assert len(values) == 2 and all(np.isfinite(values)) and min(values) > 0

@@ -11,6 +11,7 @@ import pytest
 from anifacegan_jax import torch_zip
 from anifacegan_jax.face3d import geometry, procedural, recon
 from anifacegan_jax.face3d import recon_training as rt
+from anifacegan_jax.metrics import coefficients as cm
 from anifacegan_jax.porting import CheckpointLayoutError
 from configs import recon as recon_config
 
@@ -146,25 +147,25 @@ def test_landmark_arrays_give_the_full_mesh_landmarks(face_model):
   full = face_model.arrays()
   expected = jnp.stack([geometry.landmarks_3d(full, geometry.face_vertices(full, c[:80], c[80:144]))
                         for c in coefficients])
-  np.testing.assert_allclose(rt.face_landmarks(rt.landmark_arrays(face_model), coefficients),
+  np.testing.assert_allclose(cm.face_landmarks(cm.landmark_arrays(face_model), coefficients),
                              expected, atol=1e-5)
 
 
 def test_metrics_on_hand_made_predictions(face_model):
-  arrays = rt.landmark_arrays(face_model)
+  arrays = cm.landmark_arrays(face_model)
   target = jax.random.normal(jax.random.key(6), (4, 257))
-  perfect = rt.summarize_errors(jax.device_get(rt.per_example_errors(target, target, arrays)))
+  perfect = cm.summarize_errors(jax.device_get(cm.per_example_errors(target, target, arrays)))
   assert perfect["exp_rmse"] == 0 and perfect["landmark_mm"] == 0
   assert perfect["angle_rmse_deg"] == 0 and perfect["num_examples"] == 4
   pred = target.at[:, 80].add(0.5).at[:, 224].add(0.03)  # exp γ0 off by 0.5, pitch by 0.03 rad
-  metrics = rt.summarize_errors(jax.device_get(rt.per_example_errors(pred, target, arrays)))
+  metrics = cm.summarize_errors(jax.device_get(cm.per_example_errors(pred, target, arrays)))
   assert metrics["exp_rmse"] == pytest.approx(math.sqrt(0.25 / 64), rel=1e-5)
   assert metrics["angle_rmse_deg"] == pytest.approx(math.degrees(math.sqrt(0.03**2 / 3)), rel=1e-4)
   assert metrics["id_rmse"] == pytest.approx(0.0, abs=1e-6)
   # Landmarks move by 0.5·B_exp[:, :, 0]; model units are decimetres: 1 unit = 100 mm.
   shift = 0.5 * np.linalg.norm(face_model.exp_basis[face_model.landmarks[17:], :, 0], axis=-1)
   assert metrics["landmark_mm"] == pytest.approx(100 * shift.mean(), rel=1e-4)
-  losses = rt.coefficient_losses(pred, target, arrays)
+  losses = cm.coefficient_losses(pred, target, arrays)
   assert float(losses["exp"]) == pytest.approx(0.25 / 64, rel=1e-5)
   assert float(losses["landmark"]) == pytest.approx(float(np.mean(shift**2)), rel=1e-4)
 

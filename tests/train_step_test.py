@@ -89,7 +89,8 @@ def test_imitation_terms_are_finite_and_train_the_deformation(setup, tmp_path):
 
   def terms_of(g_params):
     out, latents, camera = ts._fakes(generator, g_params, state.prior, key, 2, cfg, remat=False)
-    return ts.imitation_terms(generator, g_params, face, latents, camera, out, key, cfg)
+    return ts.imitation_terms(generator, g_params, ts.Teachers(face=face), latents, camera, out,
+                              key, cfg)
 
   terms = jax.jit(terms_of)(state.g_params)
   assert set(terms) == {"chamfer", "deform_imitation", "deform_reg", "deform_smooth"}
@@ -108,3 +109,82 @@ def test_imitation_terms_are_finite_and_train_the_deformation(setup, tmp_path):
     updates, opt = tx.update(grad(params), opt, params)
     params = optax.apply_updates(params, updates)
   assert float(loss(params)) < 0.9 * first
+
+
+@pytest.fixture(scope="module")
+def face_and_recon(tmp_path_factory):
+  from anifacegan_jax.face3d import procedural, recon
+  face = procedural.load_procedural(cache_dir=tmp_path_factory.mktemp("face")).arrays()
+  model = recon.ReconNet(kind="basic", stage_sizes=(1,), width=8, input_size=16)
+  return face, model, recon.init_recon(model, jax.random.key(5))
+
+
+def _world_landmarks(face, z_id, z_exp):
+  from anifacegan_jax.face3d import geometry
+  vertices = jax.vmap(geometry.face_vertices, in_axes=(None, 0, 0))(face, z_id, z_exp)
+  return geometry.model_to_world(vertices[:, np.asarray(face.landmarks)])
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_landmark_term_of_an_untrained_network_is_the_mean_face_error(setup, face_and_recon,
+                                                                      dims):
+  """Zero-initialised heads predict ẑ = 0, so L_lm is the distance of S(0, 0) to S(z) (Eq. 7)."""
+  from anifacegan_jax.rendering.camera import project_points
+  generator, _, _, _, state, _ = setup
+  face, model, variables = face_and_recon
+  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1.0,
+                      landmark_dims=dims)
+  out, latents, camera = ts._fakes(generator, state.g_params, state.prior, jax.random.key(4), 2,
+                                   cfg, remat=False)
+  terms = ts.imitation_terms(generator, state.g_params, ts.Teachers(face=face, recon=variables),
+                             latents, camera, out, jax.random.key(6), cfg, recon=model)
+  assert set(terms) == {"landmark"}
+  mean = _world_landmarks(face, jnp.zeros_like(latents.z_id), jnp.zeros_like(latents.z_exp))
+  true = _world_landmarks(face, latents.z_id, latents.z_exp)
+  if dims == 2:
+    mean, true = project_points(camera, mean), project_points(camera, true)
+  diff = np.asarray(mean - true)[:, 17:68]
+  expected = np.mean(np.sum(diff ** 2, axis=-1))
+  assert float(terms["landmark"]) == pytest.approx(expected, rel=1e-4)
+  assert expected > 0
+
+
+def test_landmark_loss_reaches_the_generator_and_runs_in_the_pmapped_step(setup, face_and_recon):
+  generator, discriminator, g_tx, d_tx, state, batch = setup
+  face, model, variables = face_and_recon
+  # Non-zero heads, so the prediction (and L_lm) depends on the generated image.
+  heads = {k: jax.tree_util.tree_map(
+      lambda x: 0.05 * jax.random.normal(jax.random.key(7), x.shape), v)
+      for k, v in variables["params"].items() if k.startswith("final_layers")}
+  variables = {"params": {**variables["params"], **heads},
+               "batch_stats": variables["batch_stats"]}
+  teachers = ts.Teachers(face=face, recon=variables)
+  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1e4)
+
+  def landmark(g_params):
+    out, latents, camera = ts._fakes(generator, g_params, state.prior, jax.random.key(8), 2, cfg,
+                                     remat=False)
+    return ts.imitation_terms(generator, g_params, teachers, latents, camera, out,
+                              jax.random.key(9), cfg, recon=model)["landmark"]
+
+  grads = jax.jit(jax.grad(landmark))(state.g_params)
+  norms = {k: float(optax.tree.norm(v)) for k, v in grads.items()}
+  assert all(np.isfinite(n) for n in norms.values()), norms
+  assert norms["radiance"] > 0 and norms["manifold"] > 0, norms
+  step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg, recon=model)
+  new, metrics = step(_replicate(state), batch, _replicate(jax.random.key(1)),
+                      _replicate(teachers))
+  assert np.isfinite(metrics["landmark"]).all() and float(metrics["landmark"][0]) > 0
+  assert int(new.nonfinite[0]) == 0
+
+
+def test_landmark_loss_without_a_network_is_refused(setup, face_and_recon):
+  generator, _, _, _, state, _ = setup
+  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1.0)
+  out, latents, camera = ts._fakes(generator, state.g_params, state.prior, jax.random.key(4), 2,
+                                   cfg, remat=False)
+  with pytest.raises(ValueError, match="reconstruction network"):
+    ts.imitation_terms(generator, state.g_params, ts.Teachers(face=face_and_recon[0]), latents,
+                       camera, out, jax.random.key(6), cfg)
+  with pytest.raises(ValueError, match="landmark_dims must be 2 or 3"):
+    ts.StepConfig(resolution=8, per_device_batch=2, landmark_dims=1)

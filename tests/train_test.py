@@ -10,6 +10,8 @@ from anifacegan_jax.models.priors import GaussianPrior, save_prior
 from anifacegan_jax.models.vae import VAEPrior
 from configs import synthface
 
+from conftest import save_recon_run
+
 
 @pytest.fixture()
 def config():
@@ -59,3 +61,37 @@ def test_face_model_required_for_real_data(config):
 
 def test_examples_before_follows_the_curriculum(config):
   assert train.examples_before(config, 5, devices=8) == 5 * config.stages[0].per_device_batch * 8
+
+
+def test_landmark_loss_settings_are_validated(config):
+  config.imitation.landmark_weight = 1e4
+  with pytest.raises(curriculum.ConfigError, match="needs a face-reconstruction network.*recon"):
+    curriculum.validate_imitation(config)
+  config.recon = "/somewhere"
+  curriculum.validate_imitation(config)
+  assert curriculum.step_config(config, 0).uses_recon
+  config.imitation.landmark_dims = 4
+  with pytest.raises(curriculum.ConfigError, match="landmark_dims must be 3 .* or 2"):
+    curriculum.validate_imitation(config)
+  config.imitation.landmark_dims = 3
+  config.imitation.chamfer_weight = float("nan")
+  with pytest.raises(curriculum.ConfigError, match="chamfer_weight must be >= 0"):
+    curriculum.validate_imitation(config)
+
+
+def test_recon_network_loads_from_a_workdir_or_fails_clearly(tmp_path, config):
+  model, state = save_recon_run(tmp_path / "recon")
+  config.recon = str(tmp_path / "recon")
+  loaded, variables = train.load_recon(config)
+  assert loaded == model
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables, state.variables)
+  config.face_model = "/data/BFM_model_front.mat"
+  with pytest.raises(curriculum.ConfigError, match="trained for the 3DMM face_model=''"):
+    train.load_recon(config)
+  config.recon = str(tmp_path / "missing")
+  with pytest.raises(curriculum.ConfigError, match="missing: no such file or directory"):
+    train.load_recon(config)
+  (tmp_path / "epoch_20.pth").write_bytes(b"not a checkpoint")
+  config.recon = str(tmp_path / "epoch_20.pth")
+  with pytest.raises(Exception, match="epoch_20.pth: not a zip archive"):
+    train.load_recon(config)

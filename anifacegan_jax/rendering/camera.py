@@ -74,6 +74,19 @@ def cam2world(camera: Camera, radius: float = 1.0) -> Array:
   return jnp.concatenate([top, bottom], axis=-2)
 
 
+def project_points(camera: Camera, points: Array, radius: float = 1.0) -> Array:
+  """(..., N, 2) image-plane coordinates of world points (..., N, 3) seen by `camera` (...,).
+
+  (x_c, y_c) / (-z_c) in the camera frame (+x image right, +y image up), i.e. the tangent of the
+  angle off the optical axis; multiply by 1/tan(fov/2) for the [-1, 1] pixel grid of
+  `pixel_directions`.
+  """
+  matrix = cam2world(camera, radius)
+  local = jnp.einsum("...ji,...nj->...ni", matrix[..., :3, :3],
+                     points - matrix[..., None, :3, 3])
+  return local[..., :2] / (-local[..., 2:3])
+
+
 def pixel_directions(resolution: int, fov_degrees: float = 12.0) -> Array:
   """(R·R, 3) unit ray directions in camera space, row-major with row 0 at the top.
 

@@ -1,0 +1,105 @@
+"""Expression, identity and pose control: a face-reconstruction network reads generated images.
+
+Images are rendered from latents (z_id, z_exp, ε) of the run's prior and cameras of the pose
+prior; the reconstruction network predicts coefficients ẑ from them, which are compared with the
+inputs: `exp_rmse` and `id_rmse` (coefficient units), `angle_rmse_deg` (the camera as
+Deep3DFaceRecon angles), and `landmark_mm`, the mean 3D distance of landmarks 17-67 of
+S(ẑ_id, ẑ_exp) and S(z_id, z_exp) in millimetres, pose removed (the network's own test error on
+real images is the floor). `mean_face_landmark_mm` is the same distance for ẑ = 0: a generator
+whose faces ignore their codes scores about that.
+
+`landmark_depth_mm` needs no network: landmarks 17-67 of S(z_id, z_exp), placed in the world by
+`geometry.model_to_world`, are projected into the image and the generated depth (Eq. 5) is read
+there (bilinear); the metric is the mean |depth − distance of the landmark along that ray|, in
+mm (world units are metres: the model's decimetres × 0.1). It says whether the generated
+geometry follows the 3DMM the codes describe.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from anifacegan_jax.face3d import geometry
+from anifacegan_jax.metrics import coefficients as cm
+from anifacegan_jax.face3d.morphable import MorphableArrays
+from anifacegan_jax.face3d.recon import NUM_COEFFICIENTS, ReconNet
+from anifacegan_jax.models.generator import AnimatableGenerator, render
+from anifacegan_jax.models.priors import Prior, sample_latents
+from anifacegan_jax.rendering.camera import camera_origin, project_points, sample_camera
+from anifacegan_jax.types import PRNGKey, PyTree
+
+
+def target_coefficients(z_id, z_exp, pitch, yaw):
+  """(B, 257) coefficients a perfect reconstruction would return: id, exp and the camera angles."""
+  target = jnp.zeros((z_id.shape[0], NUM_COEFFICIENTS), jnp.float32)
+  target = target.at[:, cm.ID].set(z_id).at[:, cm.EXP].set(z_exp)
+  return target.at[:, cm.ANGLE].set(geometry.camera_to_angles(pitch, yaw))
+
+
+MM_PER_WORLD_UNIT = 1000.0
+
+
+def landmark_depth_errors(face: MorphableArrays, latents, camera, depth, fov_degrees: float,
+                          radius: float) -> jax.Array:
+  """(B,) mean |generated depth − true distance| at the pixels of landmarks 17-67, in mm."""
+  def world_landmarks(z_id, z_exp):
+    return geometry.model_to_world(geometry.landmarks_3d(
+        face, geometry.face_vertices(face, z_id, z_exp)))[cm.LANDMARKS]
+
+  points = jax.vmap(world_landmarks)(latents.z_id, latents.z_exp)  # (B, L, 3)
+  ndc = project_points(camera, points, radius) / jnp.tan(jnp.deg2rad(fov_degrees) / 2)
+  size = depth.shape[-1] - 1
+  rows, cols = (1 - ndc[..., 1]) / 2 * size, (ndc[..., 0] + 1) / 2 * size
+  sample = lambda d, r, c: jax.scipy.ndimage.map_coordinates(d, [r, c], order=1, mode="nearest")
+  generated = jax.vmap(sample)(depth, rows, cols)
+  origin = camera_origin(camera.pitch, camera.yaw, radius)
+  true = jnp.linalg.norm(points - origin[:, None], axis=-1)
+  return MM_PER_WORLD_UNIT * jnp.mean(jnp.abs(generated - true), axis=-1)
+
+
+def control_errors(generator: AnimatableGenerator, variables: PyTree, prior: Prior,
+                   recon: ReconNet, recon_variables: PyTree, face: MorphableArrays, *,
+                   key: PRNGKey, num: int = 256, batch_size: int = 16, resolution: int = 64,
+                   chunk_size: int = 4096, yaw_std: float = 0.3, pitch_std: float = 0.155,
+                   clamp: float = 1.3) -> dict[str, float]:
+  """Control metrics of `num` generated images (see the module docstring).
+
+  Args:
+    generator, variables: the generator and its (EMA) variables {'params': ...}.
+    prior: the latent prior of the run.
+    recon, recon_variables: the reconstruction network and its variables.
+    face: the 3DMM of the coefficients (full model or `recon_training.landmark_arrays`).
+    key: fixes latents and cameras.
+    num: images (a multiple of batch_size).
+    batch_size: images rendered per jitted call.
+    resolution: render size (the network resizes to its input).
+    yaw_std, pitch_std, clamp: the camera prior.
+  """
+  if num % batch_size:
+    raise ValueError(f"num={num} must be a multiple of batch_size={batch_size}")
+
+  @jax.jit
+  def one(batch_key):
+    key_latents, key_camera = jax.random.split(batch_key)
+    latents = sample_latents(prior, key_latents, batch_size)
+    camera = sample_camera(key_camera, batch_size, yaw_std=yaw_std, pitch_std=pitch_std,
+                           clamp=clamp)
+    out = render(generator, variables, latents, camera, resolution=resolution,
+                 chunk_size=chunk_size, lock_view=True)
+    pred = recon.apply(recon_variables, (jnp.clip(out.image, -1, 1) + 1) / 2, train=False)
+    target = target_coefficients(latents.z_id, latents.z_exp, camera.pitch, camera.yaw)
+    errors = cm.per_example_errors(pred, target, face)
+    errors["mean_face_landmark_mm"] = cm.per_example_errors(
+        jnp.zeros_like(target), target, face)["landmark_mm"]
+    errors["landmark_depth_mm"] = landmark_depth_errors(
+        face, latents, camera, out.depth, generator.fov_degrees, generator.camera_radius)
+    return errors
+
+  parts = [jax.device_get(one(k)) for k in jax.random.split(key, num // batch_size)]
+  errors = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  metrics = cm.summarize_errors(errors)
+  for name in ("mean_face_landmark_mm", "landmark_depth_mm"):
+    metrics[name] = float(np.mean(errors[name]))
+  return metrics
