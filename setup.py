@@ -37,6 +37,8 @@ setuptools.setup(
         "video": ["imageio-ffmpeg>=0.5"],  # .mp4 output of `sample --mode=video` (GIF/WebP need none)
         # NVIDIA GPUs from Volta (V100) on: CUDA 12 wheels (CUDA 13 dropped Volta).
         "cuda12": ["jax[cuda12]>=0.4.35"],
+        "cuda13": ["jax[cuda13]>=0.7.0"],  # Turing and newer only
+        "tpu": ["jax[tpu]>=0.4.35"],
     },
     license="Apache-2.0",
 )

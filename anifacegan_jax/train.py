@@ -219,8 +219,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Ga
             f"{int(summary['nonfinite_steps'])} iterations had non-finite losses or gradients "
             f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); the state at this step is "
             f"saved in {checkpointing.checkpoint_dir(workdir)}")
-    if done % config.snapshot_every == 0 or done == config.num_steps:
-      host = flax.jax_utils.unreplicate(replicated)
+    if jax.process_index() == 0 and (done % config.snapshot_every == 0
+                                     or done == config.num_steps):
+      host = flax.jax_utils.unreplicate(replicated)  # local: no collective, process 0 only
       writer.write_images(done, {"samples": np.asarray(snapshot(host.ema_params, host.prior))})
     if done % config.checkpoint_every == 0 or done == config.num_steps:
       _save(manager, done, replicated, config)

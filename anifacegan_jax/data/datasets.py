@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from anifacegan_jax import distributed
 from anifacegan_jax.data import ffhq, synthface
 
 BUILDERS = ("synth_faces", "ffhq_faces")
@@ -20,20 +21,25 @@ def make_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   if data.name == "synth_faces":
     builder = synthface.make_builder(int(data.config), int(data.num_train), int(data.num_test),
                                      data_dir=data_dir)
-    builder.download_and_prepare()
+    distributed.first_process_then_others(builder.download_and_prepare, "prepare SynthFaces")
     return builder
   if data.name == "ffhq_faces":
     if data.config not in [c.name for c in ffhq.FfhqFaces.BUILDER_CONFIGS]:
       raise ValueError(f"config.dataset.config={data.config!r} is not an FFHQ config; use one of "
                        f"{[c.name for c in ffhq.FfhqFaces.BUILDER_CONFIGS]}")
     builder = ffhq.FfhqFaces(config=data.config, data_dir=data_dir)
-    if not builder.is_prepared():
+
+    def prepare():
+      if builder.is_prepared():
+        return
       if not data.manual_dir:
         raise ffhq.DatasetPreparationError(
             "FFHQ is not prepared yet: set --config.dataset.manual_dir to the directory holding "
             "images/ and mats/ (see anifacegan_jax/data/ffhq.py)")
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           manual_dir=str(pathlib.Path(data.manual_dir).expanduser())))
+
+    distributed.first_process_then_others(prepare, "prepare FFHQ")
     return builder
   raise ValueError(f"config.dataset.name must be one of {BUILDERS}, got {data.name!r}")
 
