@@ -3,19 +3,22 @@
 Layout: <workdir>/checkpoints/<step>/{state, config}. Saving is asynchronous and atomic (Orbax
 writes to a temporary directory and renames it), so a run killed mid-save never loses the previous
 checkpoint. `restore_config` and `restore_state` need only the workdir, which is what `sample`
-and `evaluate` use.
+and `evaluate` use. Saving needs no ml_collections (a plain mapping is a config too), so code
+on a bare accelerator image writes checkpoints in the same layout.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-import ml_collections
 import orbax.checkpoint as ocp
 
 from anifacegan_jax.types import PyTree
+
+if TYPE_CHECKING:
+  import ml_collections
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -39,10 +42,13 @@ def create_manager(workdir: str | pathlib.Path, max_to_keep: int = 3,
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
-         config: ml_collections.ConfigDict, force: bool = False) -> bool:
-  """Save the (unreplicated, host-fetchable) state and the config at `step`."""
+         config: ml_collections.ConfigDict | Mapping[str, Any], force: bool = False) -> bool:
+  """Save the (unreplicated, host-fetchable) state and the config (a ConfigDict or a JSON-able
+  mapping) at `step`."""
+  plain = json.loads(config.to_json()) if hasattr(config, "to_json") else json.loads(
+      json.dumps(dict(config)))
   args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                            config=ocp.args.JsonSave(json.loads(config.to_json())))
+                            config=ocp.args.JsonSave(plain))
   return manager.save(step, args=args, force=force)
 
 
@@ -64,6 +70,7 @@ def _require_step(workdir, step: int | None) -> int:
 
 def restore_config(workdir: str | pathlib.Path, step: int | None = None) -> ml_collections.ConfigDict:
   """The config the run at `workdir` was trained with (newest checkpoint by default)."""
+  import ml_collections  # here only: saving works without it
   step = _require_step(workdir, step)
   manager = create_manager(workdir, read_only=True)
   restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))

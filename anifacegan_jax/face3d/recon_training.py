@@ -20,14 +20,11 @@ Single device, `jax.jit`; Orbax checkpoints (state + config JSON) resume automat
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import pathlib
 import time
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -42,49 +39,18 @@ from anifacegan_jax import checkpointing
 from anifacegan_jax.data import input_pipeline, synthface
 from anifacegan_jax.face3d import morphable, procedural
 from anifacegan_jax.face3d.morphable import MorphableArrays, MorphableModel
-from anifacegan_jax.face3d.recon import ReconNet, init_recon
-from anifacegan_jax.metrics.coefficients import (coefficient_losses, landmark_arrays,
-                                                 per_example_errors, summarize_errors)
-from anifacegan_jax.types import Array, PRNGKey, PyTree
+from anifacegan_jax.face3d.recon import ReconNet
+from anifacegan_jax.face3d.recon_step import (LossWeights, ReconState, create_state, images_01,
+                                               make_optimizer, train_step)
+from anifacegan_jax.metrics.coefficients import (landmark_arrays, per_example_errors,
+                                                 summarize_errors)
+from anifacegan_jax.types import PyTree
 
 EVAL_FILE = "eval_metrics.jsonl"  # in the workdir: one JSON line per evaluation
 
 
 class ReconConfigError(ValueError):
   """A recon config field has an unsupported value, or a workdir was trained with another model."""
-
-
-@flax.struct.dataclass
-class ReconState:
-  """Everything a recon training run carries between steps.
-
-  Attributes:
-    step: () int32 completed steps.
-    params: ReconNet parameters.
-    batch_stats: BatchNorm running statistics.
-    opt_state: the optax state.
-    nonfinite: () int32 steps skipped because the loss or a gradient was not finite.
-  """
-
-  step: Array
-  params: PyTree
-  batch_stats: PyTree
-  opt_state: Any
-  nonfinite: Array
-
-  @property
-  def variables(self) -> PyTree:
-    return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-@dataclasses.dataclass(frozen=True)
-class LossWeights:
-  """Static weights of the supervised loss (hashable: bound into the jitted step)."""
-
-  id: float = 1.0
-  exp: float = 1.0
-  angle: float = 1.0
-  landmark: float = 1.0
 
 
 def build_model(config: ml_collections.ConfigDict) -> ReconNet:
@@ -94,12 +60,10 @@ def build_model(config: ml_collections.ConfigDict) -> ReconNet:
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with a linear warm-up and a cosine decay to `end_lr_factor`·lr at `num_steps`."""
+  """`recon_step.make_optimizer` with config.optim and config.num_steps."""
   o = config.optim
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, o.lr, max(1, int(o.warmup_steps)), max(int(config.num_steps), int(o.warmup_steps) + 1),
-      end_value=o.lr * o.end_lr_factor)
-  return optax.adam(schedule, b1=o.b1, b2=o.b2)
+  return make_optimizer(float(o.lr), int(o.warmup_steps), int(config.num_steps),
+                        float(o.end_lr_factor), float(o.b1), float(o.b2))
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
@@ -113,42 +77,6 @@ def load_face_model(config: ml_collections.ConfigDict) -> MorphableModel:
   if config.face_model:
     return morphable.load_model(config.face_model)
   return procedural.load_procedural()
-
-
-def create_state(key: PRNGKey, model: ReconNet, tx: optax.GradientTransformation) -> ReconState:
-  variables = init_recon(model, key)
-  return ReconState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                    batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
-                    nonfinite=jnp.zeros((), jnp.int32))
-
-
-def _images(batch: dict) -> Array:
-  return (batch["image"] + 1.0) / 2.0  # pipeline's [-1, 1] → ReconNet's [0, 1]
-
-
-def train_step(state: ReconState, batch: dict, arrays: MorphableArrays, *, model: ReconNet,
-               tx: optax.GradientTransformation,
-               weights: LossWeights) -> tuple[ReconState, dict[str, Array]]:
-  """One Adam step on a batch {'image': (B, R, R, 3) in [-1, 1], 'coefficients': (B, 257)}.
-
-  A step whose loss or gradients are not finite leaves the state unchanged (but counts it).
-  """
-  def loss_fn(params):
-    pred, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                _images(batch), train=True, mutable=["batch_stats"])
-    terms = coefficient_losses(pred, batch["coefficients"], arrays)
-    total = sum(getattr(weights, k) * v for k, v in terms.items())
-    return total, (terms, updates["batch_stats"])
-
-  (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  leaves = jax.tree_util.tree_leaves((loss, grads))
-  ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                      batch_stats=batch_stats)
-  new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
-  new = new.replace(step=state.step + 1, nonfinite=state.nonfinite + (~ok).astype(jnp.int32))
-  return new, dict(loss=loss, **terms, nonfinite_steps=new.nonfinite)
 
 
 def make_builder(config: ml_collections.ConfigDict):
@@ -182,7 +110,7 @@ def predict(model: ReconNet, variables: PyTree, builder, resolution: int, batch_
   apply = jax.jit(functools.partial(model.apply, train=False))
   pred, target = [], []
   for batch in tfds.as_numpy(ds):
-    pred.append(np.asarray(apply(variables, _images(batch))))
+    pred.append(np.asarray(apply(variables, images_01(batch))))
     target.append(batch["coefficients"])
   return np.concatenate(pred), np.concatenate(target)
 
