@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging as py_logging
 import sys
+import traceback
 from typing import Callable
 
 from absl import app, flags, logging
@@ -52,11 +53,19 @@ def _quiet_library_logs() -> None:
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with clear config-override errors and one-line user errors."""
   def wrapped(argv):
+    from anifacegan_jax import distributed
     _quiet_library_logs()
     try:
       main(argv)
     except USER_ERRORS as error:
       sys.stderr.write(f"error: {error}\n")
+      if distributed.started():
+        distributed.exit_now(2)
       sys.exit(2)
+    except BaseException:
+      if not distributed.started():
+        raise
+      traceback.print_exc()  # then leave without JAX's shutdown barrier: the others stop too
+      distributed.exit_now(1)
 
   app.run(wrapped, flags_parser=parse_flags)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 import jax
 from absl import logging
@@ -28,6 +28,10 @@ ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
 MODES = ("auto", "on", "off")
+_started = False  # set by `initialize`
+
+
+T = TypeVar("T")
 
 
 class DistributedConfigError(ValueError):
@@ -123,12 +127,28 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
     return False
   if cpu_collectives:  # no effect on GPU/TPU; CPU devices need it for cross-process collectives
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  global _started
+  _started = start is None
   start = start or jax.distributed.initialize
   start(coordinator_address=settings.coordinator_address,
         num_processes=settings.num_processes, process_id=settings.process_id,
         heartbeat_timeout_seconds=int(heartbeat_timeout_seconds),
         initialization_timeout=int(initialization_timeout))
   return True
+
+
+def started() -> bool:
+  """jax.distributed was started by `initialize` in this process."""
+  return _started
+
+
+def exit_now(code: int) -> None:
+  """Leave at once: a process of a multi-process job that fails must not wait in JAX's shutdown
+  barrier (up to 5 minutes) for peers that wait for it; they stop on the missed heartbeats."""
+  import sys
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
 
 
 def describe() -> str:
@@ -145,15 +165,17 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def first_process_then_others(fn: Callable[[], None], name: str) -> None:
-  """Run `fn` on process 0, then (after a barrier) on the others: e.g. preparing a dataset on a
-  shared disk once, while hosts with local disks still prepare their own copy."""
+def first_process_then_others(fn: Callable[[], T], name: str) -> T:
+  """Run `fn` on process 0, then (after a barrier) on the others, and return its result: e.g.
+  preparing a dataset on a shared disk once, while hosts with local disks still prepare their own
+  copy. Build objects that read the disk inside `fn`, so the others see what process 0 wrote."""
   if jax.process_count() == 1:
-    fn()
-    return
+    return fn()
+  result = None
   if jax.process_index() == 0:
     logging.info("%s on process 0 first", name)
-    fn()
+    result = fn()
   barrier(name)
   if jax.process_index() != 0:
-    fn()
+    result = fn()
+  return result

@@ -44,6 +44,8 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   for k, (proc, log) in enumerate(zip(procs, logs)):
     assert proc.returncode == 0, f"process {k}:\n{log[-3000:]}"
     assert f"process {k}/2: 4 local cpu devices of 8" in log and f"process {k}: done" in log
+  assert "process 0 saw nothing" in logs[0]  # it prepares first ...
+  assert "process 1 saw written by process 0" in logs[1]  # ... the others after the barrier
   # The same two iterations in this process on its 8 devices, from the same state and batch.
   state, batch, p_step = worker.tiny_setup(jax.local_device_count())
   reference = worker.run_steps(state, batch, p_step, steps=2)

@@ -88,6 +88,18 @@ def main():
   print(distributed.describe(), flush=True)
   assert jax.local_device_count() == LOCAL_DEVICES, jax.local_devices()
 
+  # Dataset preparation order: process 0 writes first, the others find its file after the barrier.
+  marker = pathlib.Path(args.out) / "prepared.txt"
+
+  def prepare():
+    seen = marker.read_text() if marker.exists() else "nothing"
+    if args.process_id == 0:
+      marker.write_text("written by process 0")
+    return seen
+
+  seen = distributed.first_process_then_others(prepare, "prepare")
+  print(f"process {args.process_id} saw {seen}", flush=True)
+
   state, batch, p_step = tiny_setup(LOCAL_DEVICES * args.num_processes)
   start = args.process_id * LOCAL_DEVICES
   local = jax.tree_util.tree_map(lambda x: x[start:start + LOCAL_DEVICES], batch)

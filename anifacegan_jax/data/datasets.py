@@ -19,28 +19,31 @@ def make_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   data = config.dataset
   data_dir = str(pathlib.Path(data.data_dir).expanduser()) if data.data_dir else None
   if data.name == "synth_faces":
-    builder = synthface.make_builder(int(data.config), int(data.num_train), int(data.num_test),
-                                     data_dir=data_dir)
-    distributed.first_process_then_others(builder.download_and_prepare, "prepare SynthFaces")
-    return builder
+    def prepare_synthfaces():
+      builder = synthface.make_builder(int(data.config), int(data.num_train),
+                                       int(data.num_test), data_dir=data_dir)
+      builder.download_and_prepare()
+      return builder
+
+    return distributed.first_process_then_others(prepare_synthfaces, "prepare SynthFaces")
   if data.name == "ffhq_faces":
     if data.config not in [c.name for c in ffhq.FfhqFaces.BUILDER_CONFIGS]:
       raise ValueError(f"config.dataset.config={data.config!r} is not an FFHQ config; use one of "
                        f"{[c.name for c in ffhq.FfhqFaces.BUILDER_CONFIGS]}")
-    builder = ffhq.FfhqFaces(config=data.config, data_dir=data_dir)
 
-    def prepare():
+    def prepare_ffhq():
+      builder = ffhq.FfhqFaces(config=data.config, data_dir=data_dir)
       if builder.is_prepared():
-        return
+        return builder
       if not data.manual_dir:
         raise ffhq.DatasetPreparationError(
             "FFHQ is not prepared yet: set --config.dataset.manual_dir to the directory holding "
             "images/ and mats/ (see anifacegan_jax/data/ffhq.py)")
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           manual_dir=str(pathlib.Path(data.manual_dir).expanduser())))
+      return builder
 
-    distributed.first_process_then_others(prepare, "prepare FFHQ")
-    return builder
+    return distributed.first_process_then_others(prepare_ffhq, "prepare FFHQ")
   raise ValueError(f"config.dataset.name must be one of {BUILDERS}, got {data.name!r}")
 
 
