@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import pathlib
 import platform
@@ -35,28 +34,6 @@ from anifacegan_jax.face3d import procedural, synthetic  # noqa: E402
 from anifacegan_jax.face3d import recon_step as rs  # noqa: E402
 from anifacegan_jax.face3d.recon import ReconNet  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
-
-_MODEL = None
-
-
-def _init_worker():
-  global _MODEL
-  _MODEL = procedural.load_procedural()  # from the cache the parent filled
-
-
-def _render(task):
-  split, index, resolution = task
-  example = synthetic.generate(_MODEL, split, index, resolution)
-  return example["image"], example["coefficients"]
-
-
-def render_split(split: str, num: int, resolution: int, workers: int):
-  """(images uint8 (num, R, R, 3), coefficients float32 (num, 257)) of SynthFaces `split`."""
-  tasks = [(split, i, resolution) for i in range(num)]
-  with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-    results = pool.map(_render, tasks, chunksize=64)
-  return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
-
 
 def recon_config(args) -> dict:
   """The run as a `configs/recon.py`-shaped dict (what `restore_recon` reads back)."""
@@ -100,9 +77,11 @@ def main() -> None:
   config = recon_config(args)
 
   start = time.time()
-  face_model = procedural.load_procedural()  # builds and caches it before the workers fork
-  train_x, train_y = render_split("train", args.num_train, args.resolution, args.workers)
-  test_x, test_y = render_split("test", args.num_test, args.resolution, args.workers)
+  face_model = procedural.load_procedural()
+  train = synthetic.generate_many("train", args.num_train, args.resolution, args.workers)
+  test = synthetic.generate_many("test", args.num_test, args.resolution, args.workers)
+  train_x, train_y = train["image"], train["coefficients"]
+  test_x, test_y = test["image"], test["coefficients"]
   render_s = time.time() - start
   print(f"rendered {len(train_x)} + {len(test_x)} faces at {args.resolution}² in {render_s:.0f} s",
         flush=True)

@@ -103,3 +103,12 @@ def test_bad_sizes_are_rejected():
     synthface.make_builder(48)
   with pytest.raises(ValueError, match="num_train ≥ 1"):
     synthface.make_builder(32, num_train=0)
+
+
+def test_generate_many_renders_the_builder_examples_in_worker_processes(model):
+  data = synthetic.generate_many("test", 3, 16, workers=2)
+  assert data["image"].shape == (3, 16, 16, 3) and data["coefficients"].shape == (3, 257)
+  for i in range(3):
+    one = synthetic.generate(model, "test", i, 16)
+    for key in one:
+      np.testing.assert_array_equal(data[key][i], one[key])

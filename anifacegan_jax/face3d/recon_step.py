@@ -7,13 +7,16 @@ accelerator image (jax, flax, optax, numpy), e.g. `benchmarks/recon_device.py`.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+import orbax.checkpoint as ocp
 
+from anifacegan_jax import checkpointing
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.face3d.recon import ReconNet, init_recon
 from anifacegan_jax.metrics.coefficients import coefficient_losses
@@ -96,3 +99,22 @@ def train_step(state: ReconState, batch: dict, arrays: MorphableArrays, *, model
   new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
   new = new.replace(step=state.step + 1, nonfinite=state.nonfinite + (~ok).astype(jnp.int32))
   return new, dict(loss=loss, **terms, nonfinite_steps=new.nonfinite)
+
+
+def load_trained(workdir: str | pathlib.Path) -> tuple[ReconNet, PyTree, dict]:
+  """(model, variables {'params', 'batch_stats'}, config as a dict) of the newest checkpoint of a
+  reconstruction run (`train_recon` or `benchmarks/recon_device.py`), without tfds or configs."""
+  step = checkpointing.latest_step(workdir)
+  if step is None:
+    raise checkpointing.CheckpointNotFoundError(
+        f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}: train first with `python -m "
+        f"anifacegan_jax.train_recon --config=configs/recon.py --workdir={workdir}`")
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+  m = config["model"]
+  model = ReconNet(kind=m["kind"], stage_sizes=tuple(m["stage_sizes"]), width=int(m["width"]),
+                   input_size=int(m["input_size"]))
+  tx = make_optimizer(1.0, 1, 2)  # only the optimizer state's structure matters here
+  target = jax.eval_shape(lambda: create_state(jax.random.key(0), model, tx))
+  state = checkpointing.restore_state(workdir, target, step)
+  return model, state.variables, config

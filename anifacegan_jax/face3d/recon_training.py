@@ -41,7 +41,7 @@ from anifacegan_jax.face3d import morphable, procedural
 from anifacegan_jax.face3d.morphable import MorphableArrays, MorphableModel
 from anifacegan_jax.face3d.recon import ReconNet
 from anifacegan_jax.face3d.recon_step import (LossWeights, ReconState, create_state, images_01,
-                                               make_optimizer, train_step)
+                                               load_trained, make_optimizer, train_step)
 from anifacegan_jax.metrics.coefficients import (landmark_arrays, per_example_errors,
                                                  summarize_errors)
 from anifacegan_jax.types import PyTree
@@ -127,9 +127,7 @@ def restore_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a recon run in `workdir` was trained with (newest checkpoint)."""
   step = checkpointing.latest_step(workdir)
   if step is None:
-    raise checkpointing.CheckpointNotFoundError(
-        f"no checkpoint in {checkpointing.checkpoint_dir(workdir)}: train first with `python -m "
-        f"anifacegan_jax.train_recon --config=configs/recon.py --workdir={workdir}`")
+    load_trained(workdir)  # raises the error that says how to train one
   manager = checkpointing.create_manager(workdir, read_only=True)
   restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   return ml_collections.ConfigDict(restored["config"])
@@ -149,10 +147,8 @@ def _restore_state(config, workdir: str, model: ReconNet, tx) -> ReconState:
 
 def restore_recon(workdir: str) -> tuple[ReconNet, PyTree]:
   """(model, variables {'params', 'batch_stats'}) of the newest checkpoint in `workdir`."""
-  config = restore_config(workdir)
-  model = build_model(config)
-  state = _restore_state(config, workdir, model, build_optimizer(config))
-  return model, state.variables
+  model, variables, _ = load_trained(workdir)
+  return model, variables
 
 
 def _write_eval(writer, workdir: str, step: int, metrics: dict[str, float]) -> None:
