@@ -43,7 +43,7 @@ def recon_config(args) -> dict:
                    num_train=args.num_train, num_test=args.num_test, shuffle_buffer=2048),
       face_model="",
       model=dict(kind="basic", stage_sizes=[2, 2, 2, 2], width=args.width,
-                 input_size=args.resolution),
+                 input_size=args.resolution, stem_pool=not args.no_stem_pool),
       batch_size=args.batch_size, num_steps=args.num_steps,
       optim=dict(lr=args.lr, warmup_steps=args.warmup_steps, end_lr_factor=0.01, b1=0.9,
                  b2=0.999),
@@ -64,6 +64,8 @@ def main() -> None:
   parser.add_argument("--num_steps", type=int, default=20000)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--width", type=int, default=32)
+  parser.add_argument("--no_stem_pool", action="store_true",
+                      help="drop the stem's max pool (4× compute, finer detail)")
   parser.add_argument("--lr", type=float, default=1.5e-3)
   parser.add_argument("--warmup_steps", type=int, default=500)
   parser.add_argument("--id_weight", type=float, default=0.3)
@@ -88,7 +90,7 @@ def main() -> None:
 
   arrays = cm.landmark_arrays(face_model)
   model = ReconNet(kind="basic", stage_sizes=(2, 2, 2, 2), width=args.width,
-                   input_size=args.resolution)
+                   input_size=args.resolution, stem_pool=not args.no_stem_pool)
   tx = rs.make_optimizer(args.lr, args.warmup_steps, args.num_steps)
   weights = rs.LossWeights(id=args.id_weight, exp=10.0, angle=10.0,
                            landmark=args.landmark_weight)

@@ -72,6 +72,22 @@ def test_small_variant_runs_at_64_and_starts_at_the_mean_face():
   np.testing.assert_array_equal(out, 0.0)  # zero-initialised heads, as Deep3DFaceRecon
 
 
+def test_stem_without_max_pool_has_the_same_parameters_and_finer_features():
+  pooled = recon.ReconNet(kind="basic", stage_sizes=(1,), width=4, input_size=16)
+  unpooled = recon.ReconNet(kind="basic", stage_sizes=(1,), width=4, input_size=16,
+                            stem_pool=False)
+  variables = recon.init_recon(pooled, jax.random.key(0))
+  shapes = lambda v: jax.tree_util.tree_map(jnp.shape, v)
+  assert shapes(recon.init_recon(unpooled, jax.random.key(0))) == shapes(variables)
+  # The heads start at zero, so compare the backbones' pooled features on the same weights.
+  backbone = lambda pool: recon.ResNet("basic", (1,), 4, pool)
+  x = jax.random.uniform(jax.random.key(1), (1, 16, 16, 3))
+  params = {"params": variables["params"]["backbone"],
+            "batch_stats": variables["batch_stats"]["backbone"]}
+  a, b = backbone(True).apply(params, x), backbone(False).apply(params, x)
+  assert a.shape == b.shape == (1, 4) and float(jnp.abs(a - b).max()) > 0
+
+
 def test_other_image_sizes_are_resized_to_the_input_size(tiny_variables):
   grey = lambda size: jnp.full((1, size, size, 3), 0.4)  # the same image at any size
   np.testing.assert_allclose(_apply(TINY, tiny_variables, grey(12)),

@@ -113,7 +113,7 @@ def load_trained(workdir: str | pathlib.Path) -> tuple[ReconNet, PyTree, dict]:
   config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
   m = config["model"]
   model = ReconNet(kind=m["kind"], stage_sizes=tuple(m["stage_sizes"]), width=int(m["width"]),
-                   input_size=int(m["input_size"]))
+                   input_size=int(m["input_size"]), stem_pool=bool(m.get("stem_pool", True)))
   tx = make_optimizer(1.0, 1, 2)  # only the optimizer state's structure matters here
   target = jax.eval_shape(lambda: create_state(jax.random.key(0), model, tx))
   state = checkpointing.restore_state(workdir, target, step)

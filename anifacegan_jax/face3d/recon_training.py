@@ -56,7 +56,7 @@ class ReconConfigError(ValueError):
 def build_model(config: ml_collections.ConfigDict) -> ReconNet:
   m = config.model
   return ReconNet(kind=m.kind, stage_sizes=tuple(m.stage_sizes), width=int(m.width),
-                  input_size=int(m.input_size))
+                  input_size=int(m.input_size), stem_pool=bool(m.stem_pool))
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
