@@ -103,7 +103,6 @@ def write_grid(workdir: str | pathlib.Path, out: str | pathlib.Path | None = Non
 # Videos, line textures, depth maps and meshes (`python -m anifacegan_jax.sample --mode=...`).
 
 ANIMATION_MODES = ("video", "lines", "depth", "mesh")
-NAMED_TRAJECTORIES = ("blend", "yaw")
 
 
 def expression_target(run: Run, spec: str, seed: int) -> np.ndarray:
@@ -135,9 +134,10 @@ def make_trajectory(run: Run, trajectory: str = "blend", *, expression: str = ""
   return animation.smooth(animation.load_sequence(trajectory, use_pose=use_pose), smoothing)
 
 
-def write_animation(workdir: str | pathlib.Path, mode: str, *, out_dir: str | pathlib.Path | None
-                    = None, seeds: tuple[int, ...] = (0,), trajectory: str = "blend",
-                    expression: str = "", num_frames: int = 50, yaw_amplitude: float = 0.35,
+def write_animation(workdir: str | pathlib.Path, mode: str, *,
+                    out_dir: str | pathlib.Path | None = None, seeds: tuple[int, ...] = (0,),
+                    trajectory: str = "blend", expression: str = "", num_frames: int = 50,
+                    yaw_amplitude: float = 0.35,
                     smoothing: int = 1, use_pose: bool = True, psi: float | None = None,
                     resolution: int | None = None, batch_size: int = 8, fps: float = 25.0,
                     video_format: str = "gif", mesh_format: str = "ply", row: float = 0.6,
