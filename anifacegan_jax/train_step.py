@@ -232,10 +232,14 @@ def landmark_term(recon: ReconNet, recon_variables: PyTree, face: MorphableArray
   (2-D ablation). Gradients reach the generator through the images only.
   """
   predicted = recon.apply(recon_variables, (images + 1.0) / 2.0, train=False)
+  # Only the 68 landmark rows of S = S̄ + B_id β + B_exp γ, not the whole mesh.
+  index = face.landmarks
+  mean, id_basis, exp_basis = (face.mean_shape[index], face.id_basis[index],
+                               face.exp_basis[index])
 
   def world_landmarks(z_id, z_exp):
-    return geometry.model_to_world(geometry.landmarks_3d(
-        face, geometry.face_vertices(face, z_id, z_exp)))
+    return geometry.model_to_world(mean + jnp.einsum("nck,k->nc", id_basis, z_id)
+                                   + jnp.einsum("nck,k->nc", exp_basis, z_exp))
 
   mine = jax.vmap(world_landmarks)(predicted[:, :80], predicted[:, 80:144])
   reference = jax.vmap(world_landmarks)(latents.z_id, latents.z_exp)
