@@ -15,6 +15,7 @@ of every frame (paper Fig. 4): smooth, continuous streaks mean temporally consis
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import sys
 from typing import Callable, Sequence
@@ -259,6 +260,22 @@ class ProgressBar:
     self.stream.flush()
 
 
+@functools.partial(jax.jit, static_argnames=("generator", "resolution", "chunk_size", "psi"))
+def _draw(generator, params, z_id, noise, z_exp, pitch, yaw, mean, *, resolution: int,
+          chunk_size: int, psi: float):
+  """uint8 images, depth and opacity mask of frames (z_exp, pitch, yaw) of one identity. Compiled
+  once per generator and settings: other identities, seeds and trajectories reuse it."""
+  count = z_exp.shape[0]
+  latents = Latents(z_id=jnp.broadcast_to(z_id, (count, 80)), z_exp=z_exp,
+                    noise=jnp.broadcast_to(noise, (count, 80)))
+  out = render(generator, {"params": params}, latents, Camera(pitch=pitch, yaw=yaw),
+               resolution=resolution, chunk_size=chunk_size, lock_view=True, psi=psi,
+               mean_codes=mean)
+  image = jnp.round((jnp.clip(out.image, -1, 1) + 1) * 127.5).astype(jnp.uint8)
+  opacity = 1.0 - out.weights[..., -1].reshape(out.depth.shape)
+  return image, out.depth, opacity > 0.5
+
+
 def render_frames(run, trajectory: Trajectory, *, seed: int = 0, psi: float | None = None,
                   resolution: int | None = None, batch_size: int = 8,
                   progress: Callable[[int], None] | None = None,
@@ -287,18 +304,6 @@ def render_frames(run, trajectory: Trajectory, *, seed: int = 0, psi: float | No
                                jax.random.fold_in(jax.random.key(seed), 1),
                                sample_z_id=run.prior.sample_id, num=int(config.psi_samples))
 
-  @jax.jit
-  def draw(params, z_exp, pitch, yaw):
-    count = z_exp.shape[0]
-    latents = Latents(z_id=jnp.broadcast_to(z_id, (count, 80)), z_exp=z_exp,
-                      noise=jnp.broadcast_to(noise, (count, 80)))
-    out = render(run.generator, {"params": params}, latents, Camera(pitch=pitch, yaw=yaw),
-                 resolution=resolution, chunk_size=config.chunk_size, lock_view=True, psi=psi,
-                 mean_codes=mean)
-    image = jnp.round((jnp.clip(out.image, -1, 1) + 1) * 127.5).astype(jnp.uint8)
-    opacity = 1.0 - out.weights[..., -1].reshape(out.depth.shape)
-    return image, out.depth, opacity > 0.5
-
   total = trajectory.num_frames
   batch_size = min(batch_size, total)
   images, depths, masks = [], [], []
@@ -306,8 +311,10 @@ def render_frames(run, trajectory: Trajectory, *, seed: int = 0, psi: float | No
     stop = min(start + batch_size, total)
     pad = lambda x: np.concatenate([x[start:stop], np.repeat(x[stop - 1:stop],
                                                              batch_size - (stop - start), 0)])
-    image, depth, mask = jax.device_get(draw(run.ema_params, pad(trajectory.z_exp),
-                                             pad(trajectory.pitch), pad(trajectory.yaw)))
+    image, depth, mask = jax.device_get(_draw(
+        run.generator, run.ema_params, z_id, noise, pad(trajectory.z_exp), pad(trajectory.pitch),
+        pad(trajectory.yaw), mean, resolution=resolution, chunk_size=int(config.chunk_size),
+        psi=psi))
     images.append(image[:stop - start])
     depths.append(depth[:stop - start])
     masks.append(mask[:stop - start])
