@@ -424,3 +424,87 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
   except BaseException:
     pathlib.Path(tmp).unlink(missing_ok=True)
     raise
+
+
+# --- the legacy (pre-1.6) format --------------------------------------------------------------------
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+  """The main pickle of a legacy torch.save state_dict. Only tensors and OrderedDicts are built;
+  a tensor is ('tensor', (storage key, element offset of its view), offset, size, stride)."""
+
+  def __init__(self, f):
+    super().__init__(f)
+    self.storages: dict[str, tuple[np.dtype, int]] = {}
+
+  def find_class(self, module: str, name: str) -> Any:
+    if (module, name) == ("collections", "OrderedDict"):
+      return collections.OrderedDict
+    if module == "torch._utils" and name in ("_rebuild_tensor", "_rebuild_tensor_v2"):
+      return lambda storage, offset, size, stride, *_: ("tensor", storage, offset, size, stride)
+    if (module, name) == ("torch._utils", "_rebuild_parameter"):
+      return lambda data, *_: data
+    if module == "torch" and name in _STORAGE_DTYPES:
+      return _STORAGE_DTYPES[name]
+    raise pickle.UnpicklingError(f"global {module}.{name} is not part of a state_dict")
+
+  def persistent_load(self, pid: Any) -> tuple[str, int]:
+    _, dtype, key, _location, numel, *view = pid
+    self.storages.setdefault(str(key), (dtype, int(numel)))
+    offset = view[0][1] if view and view[0] is not None else 0  # (view key, offset, size)
+    return str(key), int(offset)
+
+
+def _read_legacy(f: BinaryIO) -> dict[str, np.ndarray]:
+  """Magic, protocol and sys-info pickles, the object (storages as persistent ids), the sorted
+  storage keys, then each storage as little-endian int64 numel + raw data."""
+  if pickle.load(f) != _LEGACY_MAGIC or pickle.load(f) != _LEGACY_PROTOCOL:
+    raise ValueError("no legacy torch.save magic number")
+  if not pickle.load(f).get("little_endian", True):
+    raise ValueError("big-endian legacy files are not supported")
+  unpickler = _LegacyUnpickler(f)
+  obj = unpickler.load()
+  if not isinstance(obj, dict):
+    raise ValueError(f"the saved object is a {type(obj).__name__}; expected a state_dict")
+  data, file_size = {}, os.fstat(f.fileno()).st_size
+  for key in pickle.load(f):
+    dtype, numel = unpickler.storages[str(key)]
+    (count,) = struct.unpack("<q", f.read(8))
+    if count != numel or not 0 <= count * dtype.itemsize <= file_size - f.tell():
+      raise ValueError(f"storage {key} holds {count} elements; expected {numel} within the file")
+    data[str(key)] = np.frombuffer(f.read(count * dtype.itemsize), dtype)
+  tensors = {}
+  for name, t in obj.items():
+    if not (isinstance(t, tuple) and t[:1] == ("tensor",)):
+      continue
+    (key, base), offset = t[1], int(t[2])
+    size, stride = tuple(map(int, t[3])), tuple(map(int, t[4]))
+    flat = data[key][base + offset:]
+    last = sum((n - 1) * s for n, s in zip(size, stride)) if 0 not in size else -1
+    if len(size) != len(stride) or min((base, offset, *size, *stride)) < 0 or last >= flat.size:
+      raise ValueError(f"tensor {name} (offset {offset}, size {size}, stride {stride}) does not "
+                       "fit its storage")
+    tensors[str(name)] = np.lib.stride_tricks.as_strided(
+        flat, size, tuple(s * flat.itemsize for s in stride)).copy()
+  return tensors
+
+
+def load_legacy(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+  """The tensors of a state_dict saved by torch < 1.6 (a bare pickle stream, not a zip), by name.
+
+  Only state_dicts (a flat mapping name -> tensor) are read; entries that are not tensors are
+  dropped. The same restrictions as `load`: no global outside torch's tensor rebuilding runs.
+  Raises:
+    FileNotFoundError; TorchZipError (a ValueError) naming the file.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no such file; expected a torch.save checkpoint")
+  try:
+    with open(path, "rb") as f:
+      return _read_legacy(f)
+  except Exception as e:  # malformed or hostile file: one message naming it
+    raise TorchZipError(f"{path}: cannot read a legacy (pre-1.6) torch.save state_dict: {e}") from None

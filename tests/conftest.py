@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices (set before jax is imported) and the shared reference data."""
 
+import collections
 import os
 import pathlib
 import re
@@ -78,3 +79,48 @@ def save_recon_run(workdir, face_model=""):
   checkpointing.save(manager, 3, state, recon)
   manager.wait_until_finished()
   return model, state
+
+
+# --- FID Inception variables without the real weights ---------------------------------------
+
+def random_inception_variables():
+  """FIDInception variables with He-normal kernels and BN statistics near the identity."""
+  import jax
+  import jax.numpy as jnp
+  from anifacegan_jax.metrics import inception
+  shapes = jax.eval_shape(inception.FIDInception(preprocess="none").init, jax.random.key(0),
+                          jnp.zeros((1, 75, 75, 3)))
+  rng = np.random.default_rng(8)
+
+  def draw(path, s):
+    if path[-1].key == "kernel":
+      return (rng.normal(size=s.shape) * np.sqrt(2 / np.prod(s.shape[:3]))).astype(np.float32)
+    low, high = (0.5, 1.5) if path[-1].key in ("scale", "var") else (-0.1, 0.1)
+    return rng.uniform(low, high, s.shape).astype(np.float32)
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def inception_layers(variables):
+  """Torchvision layer name -> (params, batch_stats) of one BasicConv2d."""
+  import jax
+  flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+  names = sorted({".".join(k.key for k in path[:-2]) for path, _ in flat})
+  get = lambda tree, name: [tree := tree[key] for key in name.split(".")][-1]  # noqa: E731
+  return {name: (get(variables["params"], name), get(variables["batch_stats"], name))
+          for name in names}
+
+
+def inception_pth_state_dict(variables):
+  """pytorch-fid's naming (torchvision Inception3 with BasicConv2d conv/bn), plus fc and the BN
+  step counters it also holds."""
+  sd = collections.OrderedDict()
+  for name, (p, s) in inception_layers(variables).items():
+    sd[f"{name}.conv.weight"] = np.asarray(p["conv"]["kernel"]).transpose(3, 2, 0, 1).copy()
+    sd[f"{name}.bn.weight"] = np.asarray(p["bn"]["scale"])
+    sd[f"{name}.bn.bias"] = np.asarray(p["bn"]["bias"])
+    sd[f"{name}.bn.running_mean"] = np.asarray(s["bn"]["mean"])
+    sd[f"{name}.bn.running_var"] = np.asarray(s["bn"]["var"])
+    sd[f"{name}.bn.num_batches_tracked"] = np.zeros((), np.int64)
+  sd["fc.weight"], sd["fc.bias"] = np.zeros((1008, 2048), np.float32), np.zeros(1008, np.float32)
+  sd._metadata = collections.OrderedDict(fc=dict(version=1))  # as torch's state_dict() carries
+  return sd
