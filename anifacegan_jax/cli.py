@@ -39,6 +39,31 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
+def define_official_flags() -> None:
+  """--official_dir and --config: sample/evaluate the official AniFaceGAN weights."""
+  from ml_collections import config_flags
+  flags.DEFINE_string("official_dir", "", "Use the official AniFaceGAN weights from this release "
+                      "root (checkpoints/, pretrained_vaes/) instead of a checkpoint in "
+                      "--workdir, which then only receives the outputs; needs --config.")
+  config_flags.DEFINE_config_file("config", None, "With --official_dir: the sampling settings "
+                                  "(resolution, camera prior, ψ, dataset), e.g. configs/ffhq.py.")
+
+
+def official_run():
+  """The official weights' `sampling.Run` from --official_dir/--config, or None without them."""
+  FLAGS = flags.FLAGS
+  if not FLAGS.official_dir:
+    if FLAGS.config is not None:
+      raise ValueError("--config is only used with --official_dir (a run's own config is in "
+                       "its checkpoints)")
+    return None
+  if FLAGS.config is None:
+    raise ValueError("--official_dir needs --config (e.g. --config=configs/ffhq.py) for the "
+                     "resolution, camera prior and ψ")
+  from anifacegan_jax import sampling
+  return sampling.official_run(FLAGS.official_dir, FLAGS.config)
+
+
 def _quiet_library_logs() -> None:
   """Orbax and tfds log every checkpoint and read at INFO/WARNING; keep the run's progress readable."""
   noisy = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/")

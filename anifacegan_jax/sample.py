@@ -7,6 +7,7 @@
   python -m anifacegan_jax.sample --workdir=W --mode=lines --trajectory=yaw
   python -m anifacegan_jax.sample --workdir=W --mode=depth --expression=01626.mat
   python -m anifacegan_jax.sample --workdir=W --mode=mesh --format=obj --num_identities=3
+  python -m anifacegan_jax.sample --workdir=OUT --official_dir=AniFaceGAN --config=configs/ffhq.py
 
 grid: rows = identities, columns = expressions (neutral first) × yaws.
 video / lines / depth / mesh render one trajectory per identity (seeds --seed, --seed+1, ...):
@@ -52,18 +53,21 @@ flags.DEFINE_integer("resolution", None, "Image size (default: the training reso
 flags.DEFINE_integer("seed", 0, "Seed of identities, expressions and noise.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+cli.define_official_flags()
 flags.mark_flags_as_required(["workdir"])
+
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from anifacegan_jax import sampling
+  run = cli.official_run()
   if FLAGS.mode == "grid":
     path = sampling.write_grid(
         FLAGS.workdir, out=FLAGS.out or None, num_identities=FLAGS.num_identities or 4,
         num_expressions=FLAGS.num_expressions, yaws=[float(y) for y in FLAGS.yaws],
-        psi=FLAGS.psi, resolution=FLAGS.resolution, seed=FLAGS.seed, step=FLAGS.step)
+        psi=FLAGS.psi, resolution=FLAGS.resolution, seed=FLAGS.seed, step=FLAGS.step, run=run)
     print(path)
     return
   still = FLAGS.mode in ("depth", "mesh")
@@ -83,7 +87,7 @@ def main(argv):
       resolution=FLAGS.resolution, batch_size=FLAGS.batch_size, fps=FLAGS.fps,
       video_format=fmt if FLAGS.mode == "video" else "gif",
       mesh_format=fmt if FLAGS.mode == "mesh" else "ply", row=FLAGS.row,
-      progress=FLAGS.progress, step=FLAGS.step)
+      progress=FLAGS.progress, step=FLAGS.step, run=run)
   print("\n".join(str(p) for p in paths))
 
 

@@ -1,4 +1,5 @@
-"""Load a trained run from its workdir and render image grids with the EMA generator."""
+"""Load a trained run (its workdir, or the official release's weights) and render image grids
+with the EMA generator."""
 
 from __future__ import annotations
 
@@ -40,6 +41,52 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   state = checkpointing.restore_state(workdir, target, step)
   return Run(config=config, generator=generator, ema_params=state.ema_params, prior=state.prior,
              step=int(state.step))
+
+
+# The official release's files, relative to its root (the AniFaceGAN repository layout).
+OFFICIAL_FILES = dict(generator="checkpoints/generator.pth", ema="checkpoints/ema.pth",
+                      deformation="checkpoints/dif.pth",
+                      identity_vae="pretrained_vaes/identity/vae.pth",
+                      expression_vae="pretrained_vaes/expression/vae.pth")
+
+
+def official_run(release_dir: str | pathlib.Path, config: ml_collections.ConfigDict) -> Run:
+  """A Run of the official AniFaceGAN weights (`porting.official_generator`: double warp).
+
+  Args:
+    release_dir: the release's root: checkpoints/{generator,ema,dif}.pth (ema.pth optional,
+      preferred: the released samples use the EMA weights) and pretrained_vaes/{identity,
+      expression}/vae.pth. Without the VAEs, config.prior = 'file:<path>' (a `fit_prior` file)
+      supplies the latent prior.
+    config: sampling settings (resolution from stages[0], camera prior, psi, chunk_size; e.g.
+      configs/ffhq.py); its model fields are ignored.
+  Raises:
+    FileNotFoundError naming the missing files; porting.CheckpointLayoutError for bad ones.
+  """
+  from anifacegan_jax import porting
+  from anifacegan_jax.models.vae import load_official_prior
+
+  root = pathlib.Path(release_dir).expanduser()
+  paths = {name: root / rel for name, rel in OFFICIAL_FILES.items()}
+  missing = [str(paths[n]) for n in ("generator", "deformation") if not paths[n].is_file()]
+  if missing:
+    raise FileNotFoundError(f"official weights not found: {', '.join(missing)}; expected the "
+                            f"AniFaceGAN release layout under {root}: "
+                            + ", ".join(OFFICIAL_FILES.values()))
+  ema = paths["ema"] if paths["ema"].is_file() else None
+  generator, variables = porting.load_official(paths["generator"], paths["deformation"],
+                                               ema_path=ema)
+  if paths["identity_vae"].is_file() and paths["expression_vae"].is_file():
+    prior = load_official_prior(paths["identity_vae"], paths["expression_vae"])
+  elif config.prior.startswith(train.PRIOR_FILE):
+    prior = train.prior_template(config)  # the file itself
+  else:
+    raise FileNotFoundError(
+        f"{paths['identity_vae']} / {paths['expression_vae']} not found: the official latent "
+        "prior is its two VAEs; give them, or a prior fitted with `python -m "
+        "anifacegan_jax.fit_prior` as --config.prior=file:<path>")
+  return Run(config=config, generator=generator, ema_params=variables["params"], prior=prior,
+             step=0)
 
 
 def grid_latents(prior: Prior, key: jax.Array, num_identities: int,
@@ -88,9 +135,10 @@ def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
 
 
 def write_grid(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
-               step: int | None = None, **kwargs) -> pathlib.Path:
-  """Render `render_grid` for the run in `workdir` and save it as PNG; returns the path."""
-  run = load_run(workdir, step)
+               step: int | None = None, run: Run | None = None, **kwargs) -> pathlib.Path:
+  """Render `render_grid` for `run` (default: the run in `workdir`) and save it as PNG under
+  `workdir` (or `out`); returns the path."""
+  run = run or load_run(workdir, step)
   grid = render_grid(run, **kwargs)
   path = pathlib.Path(out) if out else (
       pathlib.Path(workdir) / "samples" / f"grid_{run.step:08d}.png")
@@ -141,8 +189,11 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
                     smoothing: int = 1, use_pose: bool = True, psi: float | None = None,
                     resolution: int | None = None, batch_size: int = 8, fps: float = 25.0,
                     video_format: str = "gif", mesh_format: str = "ply", row: float = 0.6,
-                    progress: bool = True, step: int | None = None) -> list[pathlib.Path]:
+                    progress: bool = True, step: int | None = None,
+                    run: Run | None = None) -> list[pathlib.Path]:
   """Render a trajectory per identity seed and write `mode`'s files; returns their paths.
+
+  `run` defaults to the run in `workdir` (`step`); pass `official_run(...)` for the release.
 
   Files in `out_dir` (default <workdir>/samples), per seed s:
     video: video_s<s>.<video_format> (gif, webp or mp4);
@@ -156,7 +207,7 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
     raise ValueError(f"video format {video_format!r}: use gif, webp or mp4")
   if mode == "mesh" and mesh_format not in ("ply", "obj"):
     raise ValueError(f"mesh format {mesh_format!r}: use ply or obj")
-  run = load_run(workdir, step)
+  run = run or load_run(workdir, step)
   out_dir = pathlib.Path(out_dir) if out_dir else pathlib.Path(workdir) / "samples"
   generator = run.generator
   paths = []

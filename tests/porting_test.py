@@ -80,3 +80,56 @@ def test_bad_checkpoints_name_the_file_and_key(tmp_path, official):
     torch_zip.save({"decay": 0.999}, tmp_path / "ema.pth")
     porting.load_official(tmp_path / "missing.pth", tmp_path / "missing.pth",
                           ema_path=tmp_path / "ema.pth")
+
+
+def _write_release(root, variables, with_vaes=True):
+  """A synthetic official release: checkpoints/{generator,ema,dif}.pth (+ pretrained_vaes/)."""
+  from anifacegan_jax.models import vae
+  (root / "checkpoints").mkdir(parents=True)
+  porting.save_official(variables, root / "checkpoints" / "generator.pth",
+                        root / "checkpoints" / "dif.pth")
+  template = {k: v for k, v in variables["params"].items() if k != "deformation"}
+  shadow = [v * 0.5 for v in porting.to_torch(template, porting.TEMPLATE_LAYOUT).values()]
+  torch_zip.save({"decay": 0.999, "num_updates": 3, "shadow_params": shadow,
+                  "collected_params": None}, root / "checkpoints" / "ema.pth")
+  if with_vaes:
+    vae.save_official_vaes(vae.init_vae(vae.CoefficientVAE(80), jax.random.key(2)),
+                           vae.init_vae(vae.CoefficientVAE(64), jax.random.key(3)),
+                           root / "pretrained_vaes")
+
+
+def test_official_release_samples_through_the_cli(tmp_path, official):
+  import subprocess
+  import sys
+  from anifacegan_jax import sampling
+  from configs import synthface
+  model, variables = official
+  _write_release(tmp_path / "release", variables)
+  config = synthface.get_config("tiny")
+  run = sampling.official_run(tmp_path / "release", config)
+  assert run.generator == model and run.generator.warp == "double"
+  np.testing.assert_allclose(run.ema_params["radiance"]["film_0"]["linear"]["kernel"],
+                             variables["params"]["radiance"]["film_0"]["linear"]["kernel"] * 0.5)
+  assert run.prior.sample_exp(jax.random.key(0), 2).shape == (2, 64)
+  grid = sampling.render_grid(run, num_identities=1, num_expressions=2, yaws=(0.0,), psi=1.0)
+  repo = porting.__file__.rsplit("/anifacegan_jax/", 1)[0]
+  result = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.sample", f"--workdir={tmp_path / 'out'}",
+       f"--official_dir={tmp_path / 'release'}", "--config=configs/synthface.py:tiny",
+       "--num_identities=1", "--num_expressions=2", "--yaws=0", "--psi=1"],
+      cwd=repo, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  from PIL import Image
+  np.testing.assert_array_equal(np.asarray(Image.open(result.stdout.strip().splitlines()[-1])),
+                                grid)
+
+
+def test_official_release_errors_name_the_missing_files(tmp_path, official):
+  from anifacegan_jax import sampling
+  from configs import synthface
+  config = synthface.get_config("tiny")
+  with pytest.raises(FileNotFoundError, match=r"checkpoints/generator\.pth.*release layout"):
+    sampling.official_run(tmp_path / "nothing", config)
+  _write_release(tmp_path / "release", official[1], with_vaes=False)
+  with pytest.raises(FileNotFoundError, match=r"identity/vae\.pth.*--config\.prior=file:"):
+    sampling.official_run(tmp_path / "release", config)
