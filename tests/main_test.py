@@ -1,5 +1,7 @@
 """End to end on the tiny SynthFaces config: train, resume (also after a kill), sample, CLI errors."""
 
+import dataclasses
+import json
 import pathlib
 import signal
 import subprocess
@@ -196,3 +198,63 @@ def test_training_with_the_landmark_loss_logs_it(tmp_path, data_dir):
             for event in tf.compat.v1.train.summary_iterator(str(path))
             for v in event.summary.value if v.tag == "landmark"]
   assert len(values) == 2 and all(np.isfinite(values)) and min(values) > 0
+
+
+@pytest.fixture(scope="module")
+def fid_weights_file(tmp_path_factory):
+  """Random FID Inception weights in pytorch-fid's naming (the real ones may not be installed)."""
+  from anifacegan_jax import torch_zip
+  from conftest import inception_pth_state_dict, random_inception_variables
+  path = tmp_path_factory.mktemp("fid") / "pt_inception.pth"
+  torch_zip.save(inception_pth_state_dict(random_inception_variables()), path)
+  return path
+
+
+def test_evaluate_writes_fid_kid_and_control(tmp_path, uninterrupted, fid_weights_file,
+                                             monkeypatch):
+  import tensorflow as tf
+  from anifacegan_jax import evaluation
+  from anifacegan_jax.metrics import fid as fid_lib
+  workdir, _ = uninterrupted
+  save_recon_run(tmp_path / "recon")
+  settings = evaluation.Settings(
+      metrics=("fid", "kid", "control", "ds", "consistency"), num_fake=8, num_real=8,
+      batch_size=2, fid_weights=str(fid_weights_file), kid_subsets=5, kid_subset_size=4,
+      control_num=8, ds_anchors=2, ds_variations=2, consistency_num=2,
+      recon=str(tmp_path / "recon"))
+  run = sampling.load_run(workdir)
+  results = evaluation.evaluate(run, workdir, settings)
+  assert results["fid"] > 0 and np.isfinite(results["kid"]) and results["kid_std"] >= 0
+  assert {"control/exp_rmse", "control/landmark_mm", "control/landmark_depth_mm"} <= set(results)
+  assert results["ds/exp"] > 0 and results["ds/pose"] > 0
+  assert results["consistency/warp_error"] >= 0 and 0 < results["consistency/warp_kept"] <= 1
+  assert np.isfinite(results["consistency/landmark_reprojection_px"])
+  path = evaluation.write_results(workdir, run.step, results, settings)
+  record = json.loads(path.read_text())
+  assert path.name == "metrics_5.json" and record["step"] == 5
+  assert record["metrics"]["fid"] == pytest.approx(results["fid"])
+  logged = {v.tag: v.simple_value or float(tf.make_ndarray(v.tensor))
+            for events in workdir.glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(events))
+            for v in event.summary.value if v.tag.startswith("eval/")}
+  assert logged["eval/fid"] == pytest.approx(results["fid"], rel=1e-5)
+  assert "eval/control/landmark_mm" in logged
+
+  # The real features are cached: a second run reads no dataset and agrees exactly; the
+  # generated set does not depend on the batch size; a set against itself has FID 0.
+  def no_dataset(*args, **kwargs):
+    raise AssertionError("the cached real features were not used")
+  monkeypatch.setattr(evaluation, "real_images", no_dataset)
+  again = evaluation.evaluate(run, workdir, dataclasses.replace(settings, metrics=("fid",),
+                                                                batch_size=1))
+  assert again["fid"] == pytest.approx(results["fid"], rel=1e-6)
+  from anifacegan_jax.metrics import fid_weights
+  _, variables = fid_weights.load_fid_inception(fid_weights_file)
+  fake = evaluation.fake_features(run, settings, 16, variables)
+  assert abs(fid_lib.fid_from_features(fake, fake)) < 1e-4  # 8 samples: singular covariances
+
+  bad = subprocess.run([sys.executable, "-m", "anifacegan_jax.evaluate", f"--workdir={workdir}",
+                        "--metrics=fid,lpips"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert bad.returncode == 2 and "metrics ['lpips']: expected a comma-separated subset" in bad.stderr
+  assert "Traceback" not in bad.stderr

@@ -213,3 +213,23 @@ def test_train_resume_and_restore(tmp_path):
 def test_restore_without_checkpoint_fails_clearly(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint in .*train_recon"):
     rt.restore_recon(str(tmp_path))
+
+
+def test_128_variant_is_the_benchmarked_setting():
+  """configs/recon.py:128 trains what benchmarks/recon_cpu_128.json measured (< 2 mm)."""
+  import json
+  import pathlib
+  record = json.loads((pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+                       / "recon_cpu_128.json").read_text())
+  config, ran = recon_config.get_config("128"), record["config"]
+  assert record["accepted"] and record["final"]["landmark_mm"] < 2.0
+  assert config.dataset.config == ran["dataset"]["config"] and config.num_steps == record["steps"]
+  assert config.dataset.num_train == ran["dataset"]["num_train"]
+  assert config.batch_size == record["batch_size"]
+  for field in ("kind", "width", "input_size", "stem_pool"):
+    assert config.model[field] == ran["model"][field], field
+  assert list(config.model.stage_sizes) == ran["model"]["stage_sizes"]
+  for field in ("lr", "warmup_steps", "end_lr_factor"):
+    assert config.optim[field] == ran["optim"][field], field
+  for field in ("id_weight", "exp_weight", "angle_weight", "landmark_weight"):
+    assert config.loss[field] == ran["loss"][field], field

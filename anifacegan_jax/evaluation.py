@@ -1,0 +1,353 @@
+"""Evaluation of a trained run: FID / KID against its dataset and expression/pose control.
+
+Protocol (AniFaceGAN, SPEC §5.4): N generated images of the EMA generator at the training
+resolution with ψ = 1, view direction locked, latents from the run's prior and cameras from its
+pose prior (image i from `fold_in(key(seed), i)`, whatever the batch size), against the first N
+images of the dataset's training split (each mirrored with probability 1/2, a fixed draw);
+both sets quantised to uint8 as image files would be, then the FID Inception's pool3 features
+(`metrics.inception`, torch-fidelity's preprocessing by default). FID and KID (unbiased, 100
+subsets of 1,000: torch-fidelity's settings) come from `metrics.fid`. Real features are cached in
+`<workdir>/eval/` per dataset, size, count and preprocessing.
+
+`control` renders images, reads them with the reconstruction network and compares with the input
+codes (`metrics.control.control_errors`). `ds` is DiscoFaceGAN's disentanglement score of
+expression and pose (`metrics.disentanglement`), read by the same network. `consistency` renders
+each face from two yaws and reports the photometric error of warping one view into the other
+with the generated depth and, with a reconstruction network, the landmark reprojection error in
+pixels (`metrics.consistency`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from anifacegan_jax.metrics import fid as fid_lib
+from anifacegan_jax.metrics import inception
+from anifacegan_jax.models.generator import render
+from anifacegan_jax.models.priors import sample_latents
+from anifacegan_jax.rendering.camera import sample_camera
+from anifacegan_jax.sampling import Run
+
+METRICS = ("fid", "kid", "control", "ds", "consistency")
+NEEDS_RECON = ("control", "ds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What `evaluate` computes and how.
+
+  Attributes:
+    metrics: names from METRICS.
+    num_fake: generated images for FID/KID (paper: 5,000).
+    num_real: dataset images for FID/KID (paper: 5,000).
+    resolution: image size; None = the training resolution (paper: 128).
+    batch_size: images rendered per device call.
+    fid_weights: FID Inception weights file; None = `fid_weights.find_fid_weights()`.
+    preprocess: the Inception's input preprocessing ('torch_fidelity', 'pytorch_fid').
+    kid_subsets, kid_subset_size: KID's subsets (clipped to the smaller set).
+    control_num: images for the control metrics.
+    ds_anchors, ds_variations: DS anchors K and variations M per anchor (DiscoFaceGAN: 1,000 ×
+      10).
+    consistency_num: faces rendered from both views for `consistency`.
+    consistency_yaws: the two views' yaw offsets from frontal (radians).
+    recon: reconstruction network for control / ds / consistency ('' = the run's config.recon).
+    seed: fixes latents, cameras and the real images' flips.
+  """
+
+  metrics: tuple[str, ...] = ("fid", "kid")
+  num_fake: int = 5000
+  num_real: int = 5000
+  resolution: int | None = None
+  batch_size: int = 16
+  fid_weights: str | None = None
+  preprocess: str = "torch_fidelity"
+  kid_subsets: int = 100
+  kid_subset_size: int = 1000
+  control_num: int = 256
+  ds_anchors: int = 100
+  ds_variations: int = 10
+  consistency_num: int = 64
+  consistency_yaws: tuple[float, float] = (-0.25, 0.25)
+  recon: str = ""
+  seed: int = 0
+
+  def validate(self) -> None:
+    unknown = [m for m in self.metrics if m not in METRICS]
+    if unknown or not self.metrics:
+      raise ValueError(f"metrics {unknown or '(none)'}: expected a comma-separated subset of "
+                       f"{', '.join(METRICS)}")
+    if self.preprocess not in ("torch_fidelity", "pytorch_fid"):
+      raise ValueError(f"preprocess={self.preprocess!r}: expected 'torch_fidelity' or "
+                       "'pytorch_fid' (FID needs the 299² resize)")
+    for name in ("num_fake", "num_real", "batch_size", "kid_subsets", "kid_subset_size",
+                 "control_num", "ds_anchors", "ds_variations", "consistency_num"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"{name}={getattr(self, name)}: expected a positive count")
+    if {"fid", "kid"} & set(self.metrics) and min(self.num_fake, self.num_real) < 2:
+      raise ValueError("FID/KID need at least 2 real and 2 generated images")
+    if "ds" in self.metrics and min(self.ds_anchors, self.ds_variations) < 2:
+      raise ValueError("ds needs at least 2 anchors and 2 variations per anchor")
+    if len(self.consistency_yaws) != 2 or self.consistency_yaws[0] == self.consistency_yaws[1]:
+      raise ValueError(f"consistency_yaws={self.consistency_yaws}: expected two different yaws")
+
+
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] float images -> uint8 (rounded, as written to an image file)."""
+  return ((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).round().astype(np.uint8)
+
+
+def generated_images(run: Run, num: int, *, resolution: int, batch_size: int = 16,
+                     seed: int = 0) -> Iterator[np.ndarray]:
+  """uint8 batches (≤ batch_size·devices, R, R, 3) of `num` images rendered with ψ = 1.
+
+  Image i draws its latents and camera from `fold_in(key(seed), i)`: the set does not depend on
+  the batch size or the number of devices.
+  """
+  config, devices = run.config, jax.local_devices()
+  cam = config.camera
+
+  def one(key):
+    key_latents, key_camera = jax.random.split(key)
+    latents = jax.tree_util.tree_map(lambda x: x[0], sample_latents(run.prior, key_latents, 1))
+    camera = jax.tree_util.tree_map(lambda x: x[0], sample_camera(
+        key_camera, 1, yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp))
+    return latents, camera
+
+  def draw(params, keys):
+    latents, camera = jax.vmap(one)(keys)
+    out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
+                 chunk_size=int(config.chunk_size), lock_view=True)
+    return out.image
+
+  step = jax.pmap(draw, in_axes=(None, 0))
+  root = jax.random.key(seed)
+  per_call = batch_size * len(devices)
+  for start in range(0, num, per_call):
+    count = min(per_call, num - start)
+    index = np.arange(start, start + per_call) % num  # pad the last call with repeats
+    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(index))
+    images = step(run.ema_params, keys.reshape(len(devices), batch_size))
+    yield to_uint8(images).reshape((per_call,) + images.shape[2:])[:count]
+
+
+def real_images(config, num: int, *, resolution: int, seed: int = 0) -> np.ndarray:
+  """uint8 (num, R, R, 3): the first `num` training images of config.dataset at `resolution`
+  (area resampling, as training), each mirrored with probability 1/2 (fixed by `seed`)."""
+  import tensorflow_datasets as tfds  # here: the metrics themselves need no TensorFlow
+  from anifacegan_jax.data import datasets, input_pipeline
+
+  builder = datasets.make_builder(config)
+  available = builder.info.splits["train"].num_examples
+  if available < num:
+    raise ValueError(f"config.dataset ({config.dataset.name}:{config.dataset.config}) has "
+                     f"{available} training images; {num} real images were asked for "
+                     "(lower --num_real)")
+  ds = builder.as_dataset(split="train", shuffle_files=False).take(num)
+  ds = ds.map(lambda ex: input_pipeline.preprocess(ex, resolution)["image"]).batch(256)
+  images = to_uint8(np.concatenate(list(tfds.as_numpy(ds))))
+  flips = np.random.default_rng(seed).random(num) < 0.5
+  images[flips] = images[flips, :, ::-1]
+  return images
+
+
+def _real_cache_path(workdir: pathlib.Path, config, settings: Settings, resolution: int,
+                     variables) -> pathlib.Path:
+  """Keyed by the dataset, the protocol and the network's weights (a checksum of its stem)."""
+  data = config.dataset
+  stem = np.asarray(variables["params"]["Conv2d_1a_3x3"]["conv"]["kernel"], np.float64)
+  key = json.dumps(dict(name=data.name, config=data.config, num_train=int(data.num_train),
+                        data_dir=data.data_dir, manual_dir=data.manual_dir,
+                        num=settings.num_real, resolution=resolution,
+                        preprocess=settings.preprocess, seed=settings.seed,
+                        weights=f"{stem.sum():.10e}/{np.abs(stem).sum():.10e}"), sort_keys=True)
+  digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+  return workdir / "eval" / f"real_{data.name}_{data.config}_{resolution}_{settings.num_real}_{digest}.npz"
+
+
+def real_features(workdir: pathlib.Path, config, settings: Settings, resolution: int,
+                  variables) -> np.ndarray:
+  """(num_real, 2048) Inception features of the real set, from the cache when present."""
+  path = _real_cache_path(workdir, config, settings, resolution, variables)
+  if path.is_file():
+    try:
+      with np.load(path) as f:
+        cached = f["features"]
+      if cached.shape == (settings.num_real, inception.FEATURE_DIM) and np.all(np.isfinite(cached)):
+        return cached.astype(np.float64)
+    except (OSError, ValueError, KeyError):
+      pass  # damaged cache: recompute and overwrite it
+  images = real_images(config, settings.num_real, resolution=resolution, seed=settings.seed)
+  feats = inception.features(variables, images, preprocess=settings.preprocess)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, features=feats.astype(np.float32))
+  tmp.replace(path)
+  return feats
+
+
+def fake_features(run: Run, settings: Settings, resolution: int, variables) -> np.ndarray:
+  """(num_fake, 2048) Inception features of generated images."""
+  parts = [inception.features(variables, images, preprocess=settings.preprocess)
+           for images in generated_images(run, settings.num_fake, resolution=resolution,
+                                          batch_size=settings.batch_size, seed=settings.seed)]
+  return np.concatenate(parts)
+
+
+def load_recon(run: Run, settings: Settings, required: bool = True):
+  """(ReconNet, variables, 3DMM arrays) of --recon or the run's config.recon; None if neither is
+  set and not `required`."""
+  from anifacegan_jax import train
+
+  config = run.config.copy_and_resolve_references()
+  if settings.recon:
+    with config.unlocked():
+      config.recon = settings.recon
+  if not config.recon:
+    if not required:
+      return None
+    raise ValueError(f"the metrics {', '.join(NEEDS_RECON)} need a reconstruction network: pass "
+                     "--recon=<a train_recon workdir or Deep3DFaceRecon epoch_20.pth> (train one "
+                     "with `python -m anifacegan_jax.train_recon --config=configs/recon.py`)")
+  recon, variables = train.load_recon(config)
+  return recon, variables, train.load_face_model(config)
+
+
+def control(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
+  """`metrics.control.control_errors` of `settings.control_num` images."""
+  from anifacegan_jax.metrics.control import control_errors
+
+  net, net_variables, face = recon
+  batch = min(settings.batch_size, settings.control_num)
+  num = settings.control_num - settings.control_num % batch
+  cam = run.config.camera
+  return control_errors(run.generator, {"params": run.ema_params}, run.prior, net, net_variables,
+                        face, key=jax.random.key(settings.seed + 1), num=num, batch_size=batch,
+                        resolution=resolution, chunk_size=int(run.config.chunk_size),
+                        yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
+
+
+def _renderer(run: Run, resolution: int, recon=None):
+  """jitted (params, latents, camera) -> (image, depth[, coefficients read by the network])."""
+  def draw(params, latents, camera):
+    out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
+                 chunk_size=int(run.config.chunk_size), lock_view=True)
+    if recon is None:
+      return out.image, out.depth, None
+    net, net_variables, _ = recon
+    return out.image, out.depth, net.apply(net_variables, (jnp.clip(out.image, -1, 1) + 1) / 2,
+                                           train=False)
+  return jax.jit(draw)
+
+
+def _in_batches(fn, params, latents, camera, batch_size: int):
+  """fn over (N,) latents and cameras in padded batches; outputs concatenated (numpy)."""
+  num = camera.yaw.shape[0]
+  parts = []
+  for start in range(0, num, batch_size):
+    index = np.arange(start, start + batch_size) % num
+    take = lambda x: x[index]  # noqa: E731
+    out = fn(params, jax.tree_util.tree_map(take, latents), jax.tree_util.tree_map(take, camera))
+    parts.append([None if o is None else np.asarray(o)[:min(batch_size, num - start)]
+                  for o in out])
+  return [None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
+          for i in range(len(parts[0]))]
+
+
+def disentanglement(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
+  """DS of expression and pose (`metrics.disentanglement`)."""
+  from anifacegan_jax.metrics import disentanglement as ds
+
+  fn, cam = _renderer(run, resolution, recon), run.config.camera
+  key, preds = jax.random.key(settings.seed + 2), {}
+  for i, factor in enumerate(("exp", "pose")):
+    latents, camera = ds.variations(run.prior, jax.random.fold_in(key, i), factor,
+                                    settings.ds_anchors, settings.ds_variations,
+                                    yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
+    coefficients = _in_batches(fn, run.ema_params, latents, camera, settings.batch_size)[2]
+    preds[factor] = coefficients.reshape(settings.ds_anchors, settings.ds_variations, -1)
+  sigma = ds.normalized_variances(preds)
+  results = {f"ds/{f}": v for f, v in ds.scores(sigma).items()}
+  results.update({f"ds/sigma_{f}_{g}": v for f, row in sigma.items() for g, v in row.items()})
+  return results
+
+
+def consistency(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
+  """Warp error (and landmark reprojection with a network) between two yaws of each face."""
+  from anifacegan_jax.metrics import consistency as cons
+  from anifacegan_jax.types import Camera
+
+  num = settings.consistency_num
+  latents = sample_latents(run.prior, jax.random.key(settings.seed + 3), num)
+  fn = _renderer(run, resolution, recon)
+  views = []
+  for yaw in settings.consistency_yaws:
+    camera = Camera(pitch=jnp.full((num,), jnp.pi / 2), yaw=jnp.full((num,), jnp.pi / 2 + yaw))
+    views.append((camera, *_in_batches(fn, run.ema_params, latents, camera, settings.batch_size)))
+  (cam_a, image_a, depth_a, pred_a), (cam_b, image_b, depth_b, pred_b) = views
+  geometry = dict(fov_degrees=run.generator.fov_degrees, radius=run.generator.camera_radius)
+  error, kept = cons.warp_error(image_a, depth_a, cam_a, image_b, depth_b, cam_b, **geometry)
+  results = {"consistency/warp_error": float(np.mean(error)),
+             "consistency/warp_kept": float(np.mean(kept))}
+  if recon is not None:
+    face = recon[2]
+    results["consistency/landmark_reprojection_px"] = float(np.mean(
+        cons.landmark_reprojection_px(face, pred_a, pred_b, depth_a, cam_a, cam_b, **geometry)))
+  return results
+
+
+def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[str, Any]:
+  """The metrics of `settings` for `run` as a flat dict of floats (plus counts and settings)."""
+  settings.validate()
+  workdir = pathlib.Path(workdir)
+  resolution = int(settings.resolution or run.config.stages[0].resolution)
+  results: dict[str, Any] = {}
+  if {"fid", "kid"} & set(settings.metrics):
+    from anifacegan_jax.metrics import fid_weights
+    _, variables = fid_weights.load_fid_inception(settings.fid_weights,
+                                                  preprocess=settings.preprocess)
+    real = real_features(workdir, run.config, settings, resolution, variables)
+    fake = fake_features(run, settings, resolution, variables)
+    if "fid" in settings.metrics:
+      results["fid"] = fid_lib.fid_from_features(real, fake)
+    if "kid" in settings.metrics:
+      mean, std = fid_lib.kid(real, fake, num_subsets=settings.kid_subsets,
+                              subset_size=settings.kid_subset_size, seed=settings.seed)
+      results["kid"], results["kid_std"] = mean, std
+  recon = None
+  if {"control", "ds", "consistency"} & set(settings.metrics):
+    recon = load_recon(run, settings, required=bool(set(NEEDS_RECON) & set(settings.metrics)))
+  if "control" in settings.metrics:
+    results.update({f"control/{k}": v for k, v in control(run, settings, resolution,
+                                                           recon).items()})
+  if "ds" in settings.metrics:
+    results.update(disentanglement(run, settings, resolution, recon))
+  if "consistency" in settings.metrics:
+    results.update(consistency(run, settings, resolution, recon))
+  return results
+
+
+def write_results(workdir: str | pathlib.Path, step: int, results: dict[str, Any],
+                  settings: Settings, out: str | pathlib.Path | None = None) -> pathlib.Path:
+  """JSON `<workdir>/eval/metrics_<step>.json` (or `out`) and scalars `eval/<name>` in the run's
+  TensorBoard events; returns the JSON path."""
+  from clu import metric_writers
+
+  path = pathlib.Path(out) if out else pathlib.Path(workdir) / "eval" / f"metrics_{step}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  record = dict(step=step, metrics=results, settings=dataclasses.asdict(settings))
+  path.write_text(json.dumps(record, indent=1) + "\n")
+  writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+  scalars = {f"eval/{k}": float(v) for k, v in results.items()
+             if isinstance(v, (int, float)) and not k.endswith("num_examples")}
+  writer.write_scalars(step, scalars)
+  writer.flush()
+  writer.close()
+  return path
