@@ -65,8 +65,9 @@ def official_keys(reference_dir, title):
   return entries
 
 
-def save_recon_run(workdir, face_model=""):
-  """An untrained tiny reconstruction network saved as a `train_recon` workdir checkpoint."""
+def save_recon_run(workdir, face_model="", random_head=False):
+  """An untrained tiny reconstruction network saved as a `train_recon` workdir checkpoint; its
+  zero-initialised output layers are made random with `random_head` (outputs that vary)."""
   import jax
   from anifacegan_jax import checkpointing
   from anifacegan_jax.face3d import recon_training as rt
@@ -75,6 +76,13 @@ def save_recon_run(workdir, face_model=""):
   recon.face_model = face_model
   model, tx = rt.build_model(recon), rt.build_optimizer(recon)
   state = rt.create_state(jax.random.key(0), model, tx)
+  if random_head:
+    params = dict(state.params)
+    for i, name in enumerate(n for n in params if n.startswith("final_layers_")):
+      kernel = params[name]["kernel"]
+      params[name] = {**params[name], "kernel": 0.3 * jax.random.normal(
+          jax.random.key(10 + i), kernel.shape, kernel.dtype)}
+    state = state.replace(params=params)
   manager = checkpointing.create_manager(workdir, async_save=False)
   checkpointing.save(manager, 3, state, recon)
   manager.wait_until_finished()
