@@ -34,7 +34,7 @@ from anifacegan_jax.metrics import inception
 from anifacegan_jax.models.generator import render
 from anifacegan_jax.models.priors import sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
-from anifacegan_jax.sampling import Run
+from anifacegan_jax.sampling import Run, to_uint8
 
 METRICS = ("fid", "kid", "control", "ds", "consistency")
 NEEDS_RECON = ("control", "ds")
@@ -97,11 +97,6 @@ class Settings:
       raise ValueError("ds needs at least 2 anchors and 2 variations per anchor")
     if len(self.consistency_yaws) != 2 or self.consistency_yaws[0] == self.consistency_yaws[1]:
       raise ValueError(f"consistency_yaws={self.consistency_yaws}: expected two different yaws")
-
-
-def to_uint8(images) -> np.ndarray:
-  """[-1, 1] float images -> uint8 (rounded, as written to an image file)."""
-  return ((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).round().astype(np.uint8)
 
 
 def generated_images(run: Run, num: int, *, resolution: int, batch_size: int = 16,

@@ -89,6 +89,11 @@ def official_run(release_dir: str | pathlib.Path, config: ml_collections.ConfigD
              step=0)
 
 
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] float images -> uint8 (rounded, as written to an image file)."""
+  return ((np.clip(np.asarray(images), -1, 1) + 1) * 127.5).round().astype(np.uint8)
+
+
 def grid_latents(prior: Prior, key: jax.Array, num_identities: int,
                  num_expressions: int) -> Latents:
   """(identities, expressions) latents: one z_id and ε per row, expression 0 neutral."""
@@ -127,8 +132,7 @@ def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
     return render(run.generator, {"params": params}, lat, cam, resolution=resolution,
                   chunk_size=config.chunk_size, lock_view=True, psi=psi, mean_codes=mean).image
 
-  images = np.asarray(draw(run.ema_params, flat, camera))
-  images = ((np.clip(images, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+  images = to_uint8(draw(run.ema_params, flat, camera))
   images = images.reshape(num_identities, columns, resolution, resolution, 3)
   return images.transpose(0, 2, 1, 3, 4).reshape(num_identities * resolution,
                                                  columns * resolution, 3)

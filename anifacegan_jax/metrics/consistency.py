@@ -47,7 +47,13 @@ def pixel_rays(camera: Camera, rows: Array, cols: Array, resolution: int, fov_de
   return origin, jnp.einsum("...ij,...nj->...ni", look_at_rotation(origin), local)
 
 
-def _sample(image: Array, rows: Array, cols: Array) -> Array:
+def world_landmarks(face: MorphableArrays, z_id: Array, z_exp: Array) -> Array:
+  """(51, 3) landmarks 17-67 of S(z_id, z_exp), placed in the GRAM world."""
+  vertices = geometry.face_vertices(face, z_id, z_exp)
+  return geometry.model_to_world(geometry.landmarks_3d(face, vertices))[cm.LANDMARKS]
+
+
+def bilinear(image: Array, rows: Array, cols: Array) -> Array:
   """Bilinear samples (N,) or (N, C) of one (R, R) or (R, R, C) image at (N,) positions."""
   read = lambda channel: jax.scipy.ndimage.map_coordinates(  # noqa: E731
       channel, [rows, cols], order=1, mode="nearest")
@@ -74,9 +80,9 @@ def warp_error(image_a: Array, depth_a: Array, camera_a: Camera, image_b: Array,
   inside = (rows >= -0.5) & (rows <= edge) & (cols >= -0.5) & (cols <= edge)
   distance = jnp.linalg.norm(
       points - camera_origin(camera_a.pitch, camera_a.yaw, radius)[:, None], axis=-1)
-  seen = jax.vmap(_sample)(depth_a, rows, cols)
+  seen = jax.vmap(bilinear)(depth_a, rows, cols)
   kept = inside & (jnp.abs(seen - distance) < tolerance)
-  colour = jax.vmap(_sample)(image_a, rows, cols)  # (B, R·R, 3)
+  colour = jax.vmap(bilinear)(image_a, rows, cols)  # (B, R·R, 3)
   diff = jnp.mean(jnp.abs(colour - image_b.reshape(batch, -1, 3)), axis=-1) * 127.5
   count = jnp.sum(kept, axis=-1)
   error = jnp.sum(jnp.where(kept, diff, 0.0), axis=-1) / jnp.maximum(count, 1)
@@ -86,13 +92,9 @@ def warp_error(image_a: Array, depth_a: Array, camera_a: Camera, image_b: Array,
 def detected_landmarks(face: MorphableArrays, pred: Array, resolution: int, fov_degrees: float,
                        radius: float) -> tuple[Array, Array]:
   """(rows, cols) (B, 51) of landmarks 17-67 that coefficients (B, 257) place in the image."""
-  def world(coefficients):
-    vertices = geometry.face_vertices(face, coefficients[cm.ID], coefficients[cm.EXP])
-    return geometry.model_to_world(geometry.landmarks_3d(face, vertices))[cm.LANDMARKS]
-
+  points = jax.vmap(lambda c: world_landmarks(face, c[cm.ID], c[cm.EXP]))(pred)
   pitch, yaw = geometry.angles_to_camera(pred[:, cm.ANGLE])
-  return pixel_coordinates(Camera(pitch=pitch, yaw=yaw), jax.vmap(world)(pred), resolution,
-                           fov_degrees, radius)
+  return pixel_coordinates(Camera(pitch=pitch, yaw=yaw), points, resolution, fov_degrees, radius)
 
 
 def reproject(rows: Array, cols: Array, depth_a: Array, camera_a: Camera, camera_b: Camera, *,
@@ -100,7 +102,7 @@ def reproject(rows: Array, cols: Array, depth_a: Array, camera_a: Camera, camera
   """(rows, cols) (B, N) in view B of positions (B, N) of view A lifted with A's depth (B, R, R)."""
   resolution = depth_a.shape[-1]
   origin, directions = pixel_rays(camera_a, rows, cols, resolution, fov_degrees, radius)
-  depth = jax.vmap(_sample)(depth_a, rows, cols)
+  depth = jax.vmap(bilinear)(depth_a, rows, cols)
   points = origin[:, None] + depth[..., None] * directions
   return pixel_coordinates(camera_b, points, resolution, fov_degrees, radius)
 

@@ -23,11 +23,12 @@ import numpy as np
 
 from anifacegan_jax.face3d import geometry
 from anifacegan_jax.metrics import coefficients as cm
+from anifacegan_jax.metrics import consistency
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.face3d.recon import NUM_COEFFICIENTS, ReconNet
 from anifacegan_jax.models.generator import AnimatableGenerator, render
 from anifacegan_jax.models.priors import Prior, sample_latents
-from anifacegan_jax.rendering.camera import camera_origin, project_points, sample_camera
+from anifacegan_jax.rendering.camera import camera_origin, sample_camera
 from anifacegan_jax.types import PRNGKey, PyTree
 
 
@@ -44,16 +45,10 @@ MM_PER_WORLD_UNIT = 1000.0
 def landmark_depth_errors(face: MorphableArrays, latents, camera, depth, fov_degrees: float,
                           radius: float) -> jax.Array:
   """(B,) mean |generated depth − true distance| at the pixels of landmarks 17-67, in mm."""
-  def world_landmarks(z_id, z_exp):
-    return geometry.model_to_world(geometry.landmarks_3d(
-        face, geometry.face_vertices(face, z_id, z_exp)))[cm.LANDMARKS]
-
-  points = jax.vmap(world_landmarks)(latents.z_id, latents.z_exp)  # (B, L, 3)
-  ndc = project_points(camera, points, radius) / jnp.tan(jnp.deg2rad(fov_degrees) / 2)
-  size = depth.shape[-1] - 1
-  rows, cols = (1 - ndc[..., 1]) / 2 * size, (ndc[..., 0] + 1) / 2 * size
-  sample = lambda d, r, c: jax.scipy.ndimage.map_coordinates(d, [r, c], order=1, mode="nearest")
-  generated = jax.vmap(sample)(depth, rows, cols)
+  points = jax.vmap(lambda i, e: consistency.world_landmarks(face, i, e))(
+      latents.z_id, latents.z_exp)  # (B, L, 3)
+  rows, cols = consistency.pixel_coordinates(camera, points, depth.shape[-1], fov_degrees, radius)
+  generated = jax.vmap(consistency.bilinear)(depth, rows, cols)
   origin = camera_origin(camera.pitch, camera.yaw, radius)
   true = jnp.linalg.norm(points - origin[:, None], axis=-1)
   return MM_PER_WORLD_UNIT * jnp.mean(jnp.abs(generated - true), axis=-1)
