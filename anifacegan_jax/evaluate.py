@@ -49,6 +49,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from anifacegan_jax import evaluation, sampling
 
+  try:
+    yaws = tuple(float(y) for y in FLAGS.consistency_yaws)
+  except ValueError:
+    raise ValueError(f"--consistency_yaws={','.join(FLAGS.consistency_yaws)}: expected two "
+                     "numbers (radians from frontal), e.g. -0.25,0.25") from None
+
   settings = evaluation.Settings(
       metrics=tuple(m.strip() for m in FLAGS.metrics), num_fake=FLAGS.num_fake,
       num_real=FLAGS.num_real, resolution=FLAGS.resolution, batch_size=FLAGS.batch_size,
@@ -56,7 +62,7 @@ def main(argv):
       kid_subsets=FLAGS.kid_subsets, kid_subset_size=FLAGS.kid_subset_size,
       control_num=FLAGS.control_num, ds_anchors=FLAGS.ds_anchors,
       ds_variations=FLAGS.ds_variations, consistency_num=FLAGS.consistency_num,
-      consistency_yaws=tuple(float(y) for y in FLAGS.consistency_yaws), recon=FLAGS.recon,
+      consistency_yaws=yaws, recon=FLAGS.recon,
       seed=FLAGS.seed)
   settings.validate()  # before restoring anything
   run = cli.official_run() or sampling.load_run(FLAGS.workdir, FLAGS.step)
