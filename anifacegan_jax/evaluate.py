@@ -1,7 +1,9 @@
-"""Evaluate a trained run: FID / KID, expression and pose control, disentanglement, 3D consistency.
+"""Evaluate a trained run: FID / KID, expression and pose control, disentanglement, 3D consistency,
+manifold health.
 
   python -m anifacegan_jax.evaluate --workdir=W                      # FID and KID, 5k vs 5k
-  python -m anifacegan_jax.evaluate --workdir=W --metrics=fid,kid,control,ds,consistency --recon=R
+  python -m anifacegan_jax.evaluate --workdir=W --metrics=fid,kid,control,ds,consistency,geometry \
+      --recon=R
   python -m anifacegan_jax.evaluate --workdir=W --num_fake=1000 --num_real=1000 --step=20000
   python -m anifacegan_jax.evaluate --workdir=OUT --official_dir=AniFaceGAN --config=configs/ffhq.py
 
@@ -18,7 +20,8 @@ from anifacegan_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (holds checkpoints/).")
-flags.DEFINE_list("metrics", ["fid", "kid"], "Comma-separated: fid, kid, control, ds, consistency.")
+flags.DEFINE_list("metrics", ["fid", "kid"], "Comma-separated: fid, kid, control, ds, consistency, "
+                  "geometry.")
 flags.DEFINE_integer("num_fake", 5000, "Generated images for FID/KID (paper: 5,000).")
 flags.DEFINE_integer("num_real", 5000, "Dataset images for FID/KID (paper: 5,000).")
 flags.DEFINE_integer("resolution", None, "Image size (default: the training resolution).")
@@ -34,6 +37,7 @@ flags.DEFINE_integer("ds_variations", 10, "ds: variations M of the factor per an
 flags.DEFINE_integer("consistency_num", 64, "consistency: faces rendered from both views.")
 flags.DEFINE_list("consistency_yaws", ["-0.25", "0.25"], "consistency: the two yaws (radians "
                   "from frontal).")
+flags.DEFINE_integer("geometry_num", 64, "geometry: images whose crossings and opacity are read.")
 flags.DEFINE_string("recon", "", "control/ds/consistency: reconstruction network (default: the "
                     "run's config.recon).")
 flags.DEFINE_integer("seed", 0, "Seed of latents, cameras and the real images' flips.")
@@ -62,7 +66,7 @@ def main(argv):
       kid_subsets=FLAGS.kid_subsets, kid_subset_size=FLAGS.kid_subset_size,
       control_num=FLAGS.control_num, ds_anchors=FLAGS.ds_anchors,
       ds_variations=FLAGS.ds_variations, consistency_num=FLAGS.consistency_num,
-      consistency_yaws=yaws, recon=FLAGS.recon,
+      consistency_yaws=yaws, geometry_num=FLAGS.geometry_num, recon=FLAGS.recon,
       seed=FLAGS.seed)
   settings.validate()  # before restoring anything
   run = cli.official_run() or sampling.load_run(FLAGS.workdir, FLAGS.step)

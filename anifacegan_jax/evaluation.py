@@ -14,7 +14,10 @@ codes (`metrics.control.control_errors`). `ds` is DiscoFaceGAN's disentanglement
 expression and pose (`metrics.disentanglement`), read by the same network. `consistency` renders
 each face from two yaws and reports the photometric error of warping one view into the other
 with the generated depth and, with a reconstruction network, the landmark reprojection error in
-pixels (`metrics.consistency`).
+pixels (`metrics.consistency`). `geometry` reports the health of the radiance manifolds on generated
+images: the fraction of ray-manifold crossings found and the manifolds' mean opacity (1 − the
+background plane's weight); both at 0 mean a generator that paints its faces on the background
+plane (a 2D billboard whose control and consistency numbers say nothing about 3D).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from anifacegan_jax.models.priors import sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
 from anifacegan_jax.sampling import Run, to_uint8
 
-METRICS = ("fid", "kid", "control", "ds", "consistency")
+METRICS = ("fid", "kid", "control", "ds", "consistency", "geometry")
 NEEDS_RECON = ("control", "ds")
 
 
@@ -58,6 +61,7 @@ class Settings:
       10).
     consistency_num: faces rendered from both views for `consistency`.
     consistency_yaws: the two views' yaw offsets from frontal (radians).
+    geometry_num: images for `geometry`.
     recon: reconstruction network for control / ds / consistency ('' = the run's config.recon).
     seed: fixes latents, cameras and the real images' flips.
   """
@@ -76,6 +80,7 @@ class Settings:
   ds_variations: int = 10
   consistency_num: int = 64
   consistency_yaws: tuple[float, float] = (-0.25, 0.25)
+  geometry_num: int = 64
   recon: str = ""
   seed: int = 0
 
@@ -88,7 +93,8 @@ class Settings:
       raise ValueError(f"preprocess={self.preprocess!r}: expected 'torch_fidelity' or "
                        "'pytorch_fid' (FID needs the 299² resize)")
     for name in ("num_fake", "num_real", "batch_size", "kid_subsets", "kid_subset_size",
-                 "control_num", "ds_anchors", "ds_variations", "consistency_num"):
+                 "control_num", "ds_anchors", "ds_variations", "consistency_num",
+                 "geometry_num"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"{name}={getattr(self, name)}: expected a positive count")
     if {"fid", "kid"} & set(self.metrics) and min(self.num_fake, self.num_real) < 2:
@@ -99,6 +105,19 @@ class Settings:
       raise ValueError(f"consistency_yaws={self.consistency_yaws}: expected two different yaws")
 
 
+def protocol_draw(run: Run):
+  """key -> (Latents, Camera) of one generated image (unbatched): the run's prior and pose prior."""
+  cam = run.config.camera
+
+  def one(key):
+    key_latents, key_camera = jax.random.split(key)
+    latents = jax.tree_util.tree_map(lambda x: x[0], sample_latents(run.prior, key_latents, 1))
+    camera = jax.tree_util.tree_map(lambda x: x[0], sample_camera(
+        key_camera, 1, yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp))
+    return latents, camera
+  return one
+
+
 def generated_images(run: Run, num: int, *, resolution: int, batch_size: int = 16,
                      seed: int = 0) -> Iterator[np.ndarray]:
   """uint8 batches (≤ batch_size·devices, R, R, 3) of `num` images rendered with ψ = 1.
@@ -107,14 +126,7 @@ def generated_images(run: Run, num: int, *, resolution: int, batch_size: int = 1
   the batch size or the number of devices.
   """
   config, devices = run.config, jax.local_devices()
-  cam = config.camera
-
-  def one(key):
-    key_latents, key_camera = jax.random.split(key)
-    latents = jax.tree_util.tree_map(lambda x: x[0], sample_latents(run.prior, key_latents, 1))
-    camera = jax.tree_util.tree_map(lambda x: x[0], sample_camera(
-        key_camera, 1, yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp))
-    return latents, camera
+  one = protocol_draw(run)
 
   def draw(params, keys):
     latents, camera = jax.vmap(one)(keys)
@@ -298,6 +310,28 @@ def consistency(run: Run, settings: Settings, resolution: int, recon) -> dict[st
   return results
 
 
+def geometry(run: Run, settings: Settings, resolution: int) -> dict[str, float]:
+  """Crossings found and manifold opacity of `settings.geometry_num` generated images (prior
+  latents, pose prior), means over rays."""
+  cam = run.config.camera
+  key_latents, key_camera = jax.random.split(jax.random.key(settings.seed + 4))
+  latents = sample_latents(run.prior, key_latents, settings.geometry_num)
+  camera = sample_camera(key_camera, settings.geometry_num, yaw_std=cam.yaw_std,
+                         pitch_std=cam.pitch_std, clamp=cam.clamp)
+
+  @jax.jit
+  def health(params, latents, camera):
+    out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
+                 chunk_size=int(run.config.chunk_size), lock_view=True)
+    return (jnp.mean(out.valid[..., :-1].astype(jnp.float32), axis=(1, 2)),
+            jnp.mean(1.0 - out.weights[..., -1], axis=1))
+
+  crossings, foreground = _in_batches(health, run.ema_params, latents, camera,
+                                      settings.batch_size)
+  return {"geometry/crossings": float(np.mean(crossings)),
+          "geometry/foreground": float(np.mean(foreground))}
+
+
 def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[str, Any]:
   """The metrics of `settings` for `run` as a flat dict of floats (plus counts and settings)."""
   settings.validate()
@@ -326,6 +360,8 @@ def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[
     results.update(disentanglement(run, settings, resolution, recon))
   if "consistency" in settings.metrics:
     results.update(consistency(run, settings, resolution, recon))
+  if "geometry" in settings.metrics:
+    results.update(geometry(run, settings, resolution))
   return results
 
 

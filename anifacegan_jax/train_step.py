@@ -333,6 +333,11 @@ def g_step(state: GanState, key: PRNGKey, teachers: Teachers | None = None, *, g
                  g_pose=losses.pose_loss(pose, camera.as_pose()))
     terms.update(imitation_terms(generator, g_params, teachers, latents, camera, out,
                                  key_imitation, cfg, recon))
+    # Geometry health, logged only: the manifolds' opacity (1 − background weight) and the
+    # fraction of ray-manifold crossings found. Both at 0 means the faces sit on the background
+    # plane and no gradient reaches the manifold predictor (a collapse training cannot undo).
+    terms.update(foreground=jnp.mean(1.0 - out.weights[..., -1]),
+                 crossings=jnp.mean(out.valid[..., :-1].astype(jnp.float32)))
     total = terms["g_adv"] + cfg.pos_lambda * terms["g_pose"]
     for name, weight in IMITATION_WEIGHTS:
       if name in terms:

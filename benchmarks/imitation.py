@@ -46,7 +46,7 @@ ARMS = {
 
 
 def arm_config(arm: str, args) -> ml_collections.ConfigDict:
-  config = synthface.get_config("tiny")
+  config = synthface.get_config(getattr(args, "variant", "tiny"))
   config.dataset.data_dir = args.data_dir
   config.dataset.num_train = args.num_train
   config.num_steps = args.num_steps
@@ -60,7 +60,7 @@ def arm_config(arm: str, args) -> ml_collections.ConfigDict:
   return config
 
 
-def _machine() -> dict:
+def machine() -> dict:
   device = jax.devices()[0]
   return dict(platform=platform.platform(), cpu_count=os.cpu_count(),
               load_average=os.getloadavg(), jax=jax.__version__,
@@ -114,7 +114,7 @@ def main() -> None:
                                eval_wall_s=round(time.time() - start, 1),
                                imitation=config.imitation.to_dict())
     print(arm, json.dumps(metrics), flush=True)
-  record.update(machine=_machine(), date=time.strftime("%Y-%m-%d"))
+  record.update(machine=machine(), date=time.strftime("%Y-%m-%d"))
   pathlib.Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -217,10 +217,10 @@ def test_evaluate_writes_fid_kid_and_control(tmp_path, uninterrupted, fid_weight
   workdir, _ = uninterrupted
   save_recon_run(tmp_path / "recon", random_head=True)  # outputs that vary: DS is defined
   settings = evaluation.Settings(
-      metrics=("fid", "kid", "control", "ds", "consistency"), num_fake=4, num_real=4,
-      batch_size=2, fid_weights=str(fid_weights_file), kid_subsets=5, kid_subset_size=3,
-      control_num=8, ds_anchors=2, ds_variations=2, consistency_num=2,
-      recon=str(tmp_path / "recon"))
+      metrics=("fid", "kid", "control", "ds", "consistency", "geometry"), num_fake=4,
+      num_real=4, batch_size=2, fid_weights=str(fid_weights_file), kid_subsets=5,
+      kid_subset_size=3, control_num=8, ds_anchors=2, ds_variations=2, consistency_num=2,
+      geometry_num=2, recon=str(tmp_path / "recon"))
   run = sampling.load_run(workdir)
   results = evaluation.evaluate(run, workdir, settings)
   assert results["fid"] > 0 and np.isfinite(results["kid"]) and results["kid_std"] >= 0
@@ -228,6 +228,14 @@ def test_evaluate_writes_fid_kid_and_control(tmp_path, uninterrupted, fid_weight
   assert results["ds/exp"] > 0 and results["ds/pose"] > 0
   assert results["consistency/warp_error"] >= 0 and 0 < results["consistency/warp_kept"] <= 1
   assert np.isfinite(results["consistency/landmark_reprojection_px"])
+  assert 0 < results["geometry/crossings"] <= 1 and 0 < results["geometry/foreground"] <= 1
+  # A manifold predictor whose scalar field lies above every level: no crossing, nothing opaque
+  # (the collapse `geometry` exists to flag).
+  params = jax.tree_util.tree_map(lambda x: x, run.ema_params)  # a copy of the nesting
+  params["manifold"]["output"]["bias"] = params["manifold"]["output"]["bias"] + 1e3
+  collapsed = evaluation.geometry(dataclasses.replace(run, ema_params=params),
+                                  dataclasses.replace(settings, geometry_num=2), 16)
+  assert collapsed == {"geometry/crossings": 0.0, "geometry/foreground": 0.0}
   path = evaluation.write_results(workdir, run.step, results, settings)
   record = json.loads(path.read_text())
   assert path.name == "metrics_5.json" and record["step"] == 5

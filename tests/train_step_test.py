@@ -54,6 +54,8 @@ def test_one_step_keeps_replicas_identical(setup, p_step):
   for name, value in metrics.items():
     assert np.isfinite(value).all(), name
   assert set(metrics) >= {"d_loss", "g_loss", "r1", "d_pose_real", "g_pose", "nonfinite_steps"}
+  # geometry health of a fresh generator: some rays cross the manifolds, which are not empty
+  assert 0 < float(metrics["crossings"][0]) <= 1 and 0 < float(metrics["foreground"][0]) <= 1
 
 
 def test_discriminator_loss_decreases_on_a_fixed_batch(setup):
