@@ -34,7 +34,7 @@ import numpy as np
 
 from anifacegan_jax.metrics import fid as fid_lib
 from anifacegan_jax.metrics import inception
-from anifacegan_jax.models.generator import render
+from anifacegan_jax.models.generator import manifold_health, render
 from anifacegan_jax.models.priors import sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
 from anifacegan_jax.sampling import Run, to_uint8
@@ -323,8 +323,7 @@ def geometry(run: Run, settings: Settings, resolution: int) -> dict[str, float]:
   def health(params, latents, camera):
     out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
                  chunk_size=int(run.config.chunk_size), lock_view=True)
-    return (jnp.mean(out.valid[..., :-1].astype(jnp.float32), axis=(1, 2)),
-            jnp.mean(1.0 - out.weights[..., -1], axis=1))
+    return manifold_health(out)
 
   crossings, foreground = _in_batches(health, run.ema_params, latents, camera,
                                       settings.batch_size)

@@ -21,7 +21,8 @@ from anifacegan_jax.face3d import geometry
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.face3d.recon import ReconNet
 from anifacegan_jax.models.discriminator import Discriminator
-from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
+from anifacegan_jax.models.generator import (AnimatableGenerator, init_generator, manifold_health,
+                                             render)
 from anifacegan_jax.models.priors import GaussianPrior, Prior, sample_latents
 from anifacegan_jax.rendering.camera import generate_rays, project_points, sample_camera
 from anifacegan_jax.types import Array, Batch, PRNGKey, PyTree
@@ -336,8 +337,8 @@ def g_step(state: GanState, key: PRNGKey, teachers: Teachers | None = None, *, g
     # Geometry health, logged only: the manifolds' opacity (1 − background weight) and the
     # fraction of ray-manifold crossings found. Both at 0 means the faces sit on the background
     # plane and no gradient reaches the manifold predictor (a collapse training cannot undo).
-    terms.update(foreground=jnp.mean(1.0 - out.weights[..., -1]),
-                 crossings=jnp.mean(out.valid[..., :-1].astype(jnp.float32)))
+    crossings, foreground = manifold_health(out)
+    terms.update(crossings=jnp.mean(crossings), foreground=jnp.mean(foreground))
     total = terms["g_adv"] + cfg.pos_lambda * terms["g_pose"]
     for name, weight in IMITATION_WEIGHTS:
       if name in terms:

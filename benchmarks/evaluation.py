@@ -179,6 +179,9 @@ def main() -> None:
       metrics=("control", "ds", "consistency", "geometry"), resolution=args.eval_resolution,
       control_num=args.control_num, ds_anchors=args.ds_anchors, ds_variations=args.ds_variations,
       consistency_num=args.consistency_num, geometry_num=args.geometry_num, recon=args.recon)
+  if (args.figure or args.add) and not pathlib.Path(args.out).is_file():
+    raise SystemExit(f"--out={args.out}: no such record; --figure and --add read the rows of a "
+                     "finished benchmark run")
   if args.figure:
     write_figure(args, config)
     return

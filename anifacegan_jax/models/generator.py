@@ -247,3 +247,10 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
       depth=out.depth.reshape(batch, resolution, resolution),
       weights=out.weights, points_target=out.points_target,
       points_canonical=out.points_canonical, valid=out.valid)
+
+
+def manifold_health(out: RenderOutput) -> tuple[Array, Array]:
+  """(B,) fraction of ray-manifold crossings found and (B,) mean manifold opacity (1 − the
+  background weight) of a rendered batch; both 0 when the faces sit on the background plane."""
+  crossings = jnp.mean(out.valid[..., :-1].astype(jnp.float32), axis=(1, 2))
+  return crossings, jnp.mean(1.0 - out.weights[..., -1], axis=1)
