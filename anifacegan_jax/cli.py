@@ -10,8 +10,14 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-# Errors caused by the user's input: shown as one line (exit status 2), never a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)
+
+class StopRequested(RuntimeError):
+  """A run stopped because a config field asked it to (e.g. config.stop_on_collapse)."""
+
+
+# Errors caused by the user's input, and stops a config field asked for: shown as one line (exit
+# status 2), never a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, StopRequested)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from anifacegan_jax import checkpointing, curriculum
+from anifacegan_jax import checkpointing, cli, curriculum
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
 from anifacegan_jax.face3d import morphable, procedural, recon_training
@@ -38,7 +38,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[AnimatableGenerator
 def build_optimizers(config: ml_collections.ConfigDict):
   o = config.optim
   return ts.make_optimizers(g_lr=o.g_lr, deform_lr=o.deform_lr, d_lr=o.d_lr,
-                            clip_norm=o.clip_norm, b1=o.b1, b2=o.b2)
+                            clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, manifold_lr=o.manifold_lr)
 
 
 PRIOR_FILE = "file:"
@@ -161,6 +161,34 @@ def make_snapshot_fn(generator, config, state: ts.GanState):
   return run
 
 
+class ManifoldCollapseError(cli.StopRequested):
+  """Training stopped because the radiance manifolds left the sampled range (config asked)."""
+
+
+def check_manifolds(summary: dict, step: int, config: ml_collections.ConfigDict,
+                    checkpoints: str) -> None:
+  """Warn (or, with config.stop_on_collapse, raise ManifoldCollapseError) when the logged
+  fraction of ray-manifold crossings is under config.collapse_crossings."""
+  crossings, threshold = summary.get("crossings"), float(config.collapse_crossings)
+  if crossings is None or threshold <= 0 or crossings >= threshold:
+    return
+  m = config.model
+  message = (
+      f"step {step}: only {crossings:.3f} of the ray-manifold crossings are found (threshold "
+      f"config.collapse_crossings={threshold}; manifold opacity {summary.get('foreground', 0):.3f})"
+      f": the radiance manifolds are leaving the sampled range [{m.near}, {m.far}], and once no "
+      "ray crosses them no gradient reaches the manifold predictor. Likely causes: depth with "
+      f"gradient under L_Ch (config.model.depth_gradient={m.depth_gradient}; the official renderer "
+      f"has none), a manifold learning rate too high (config.optim.manifold_lr="
+      f"{config.optim.manifold_lr}; GRAM's CARLA setting is 0.1 x g_lr), too few samples or too "
+      f"narrow a manifold network (config.model.num_samples={m.num_samples}, manifold_hidden="
+      f"{m.manifold_hidden}).")
+  if config.stop_on_collapse:
+    raise ManifoldCollapseError(f"{message} Stopped (config.stop_on_collapse); the state at this "
+                                f"step is saved in {checkpoints}.")
+  logging.warning("%s", message)
+
+
 def _log_metrics(writer, step, pending: list) -> dict:
   fetched = jax.device_get(pending)
   summary = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
@@ -219,6 +247,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Ga
             f"{int(summary['nonfinite_steps'])} iterations had non-finite losses or gradients "
             f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); the state at this step is "
             f"saved in {checkpointing.checkpoint_dir(workdir)}")
+      try:
+        check_manifolds(summary, done, config, checkpointing.checkpoint_dir(workdir))
+      except ManifoldCollapseError:
+        _save(manager, done, replicated, config, force=True)
+        manager.wait_until_finished()
+        raise
     if jax.process_index() == 0 and (done % config.snapshot_every == 0
                                      or done == config.num_steps):
       host = flax.jax_utils.unreplicate(replicated)  # local: no collective, process 0 only

@@ -53,7 +53,8 @@ class StepConfig:
     imitation_points: query points per image for Eq. 8-11, drawn around mesh vertices.
     imitation_noise: std of those points around their vertex, world units.
     smooth_radius: ξ ~ U(±radius)³ for L_smooth, world units (SPEC §3.7: 0.001).
-    chamfer_opacity: pixels whose non-background opacity exceeds this form the depth cloud S′.
+    chamfer_opacity: pixels whose non-background opacity exceeds this form the depth cloud S′
+      (0: every pixel, so a still transparent face is pulled towards the mesh from the start).
     landmark_weight: weight of L_lm (Eq. 7): landmarks of S(ẑ_id, ẑ_exp), ẑ predicted by the
       reconstruction network from the generated image, vs those of S(z_id, z_exp).
     landmark_dims: 3 (the paper: 3D landmarks, world units, no pose) or 2 (the '2D landmarks'
@@ -81,7 +82,7 @@ class StepConfig:
   imitation_points: int = 1024
   imitation_noise: float = 0.003
   smooth_radius: float = 0.001
-  chamfer_opacity: float = 0.5
+  chamfer_opacity: float = 0.0
   landmark_weight: float = 0.0
   landmark_dims: int = 3
 
@@ -139,15 +140,25 @@ class GanState:
 
 
 def make_optimizers(g_lr: float = 2e-5, deform_lr: float = 2e-5, d_lr: float = 2e-4,
-                    clip_norm: float = 0.3, b1: float = 0.0,
-                    b2: float = 0.9) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-  """Adam(β = (0, 0.9)) with per-network global-norm clipping; F has its own learning rate."""
-  def adam(lr):
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(lr, b1=b1, b2=b2))
+                    clip_norm: float = 0.3, b1: float = 0.0, b2: float = 0.9,
+                    manifold_lr: float | None = None,
+                    ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+  """Adam(β = (0, 0.9)) with per-network global-norm clipping (the template field, F, D).
 
+  The template field's manifold predictor may have its own learning rate `manifold_lr` (default
+  `g_lr`, as the paper; GRAM's CARLA setting is 0.1 × g_lr); it is still clipped together with
+  the rest of the template field. F has its own optimizer and clip (`deform_lr`).
+  """
+  adam = lambda lr: optax.adam(lr, b1=b1, b2=b2)
+  manifold_lr = g_lr if manifold_lr is None else manifold_lr
+  template = optax.chain(
+      optax.clip_by_global_norm(clip_norm),
+      optax.multi_transform({"manifold": adam(manifold_lr), "rest": adam(g_lr)},
+                            lambda p: {k: "manifold" if k == "manifold" else "rest" for k in p}))
+  deformation = optax.chain(optax.clip_by_global_norm(clip_norm), adam(deform_lr))
   labels = lambda params: {k: "deformation" if k == "deformation" else "template" for k in params}
-  g_tx = optax.multi_transform({"template": adam(g_lr), "deformation": adam(deform_lr)}, labels)
-  return g_tx, adam(d_lr)
+  g_tx = optax.multi_transform({"template": template, "deformation": deformation}, labels)
+  return g_tx, optax.chain(optax.clip_by_global_norm(clip_norm), adam(d_lr))
 
 
 def create_state(key: PRNGKey, generator: AnimatableGenerator, discriminator: Discriminator,

@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.radiance_hidden = 256  # radiance trunk and mapping width
   config.model.deform_hidden = 128  # deformation net and its mapping width
   config.model.deform_final_bias_init = "zeros"  # 'zeros' (Δ = 0 at init) or 'torch' (released)
+  config.model.depth_gradient = False  # z of Eq. 4-5 with gradient (official: without; ablation)
 
   config.discriminator = ml_collections.ConfigDict()
   config.discriminator.fade_in = False  # pi-GAN fade-in path over `fade_steps` from each stage start
@@ -56,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = ml_collections.ConfigDict()
   config.optim.g_lr = 2e-5  # template field learning rate (paper)
   config.optim.deform_lr = 2e-5  # deformation field learning rate (paper)
+  config.optim.manifold_lr = 2e-5  # manifold predictor learning rate (paper: g_lr; CARLA 0.1×)
   config.optim.d_lr = 2e-4  # discriminator learning rate (paper)
   config.optim.clip_norm = 0.3  # global-norm clip per network (AniFaceGAN curriculum)
   config.optim.b1 = 0.0  # Adam β1
@@ -106,4 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.psi = 0.7  # truncation ψ for snapshots and `sample`
   config.psi_samples = 10_000  # mapped codes averaged for the truncation centre
   config.max_nonfinite_steps = 20  # stop after this many skipped (non-finite) iterations
+  config.collapse_crossings = 0.2  # warn when the logged fraction of ray-manifold crossings falls
+  #                                  under this (the manifolds are leaving [near, far]); 0: never
+  config.stop_on_collapse = False  # and then stop (state saved) instead of training on
   return config

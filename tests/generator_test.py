@@ -114,3 +114,29 @@ def test_gradients_are_finite_for_every_parameter(warp):
   # (through the intersections), mapping and radiance.
   for name in ("deformation", "manifold", "mapping", "radiance"):
     assert any(name in p for p in nonzero), name
+
+
+@pytest.mark.parametrize("depth_gradient", [False, True])
+def test_depth_reaches_the_manifolds_only_through_the_weights(depth_gradient):
+  # With a density that does not depend on position the compositing weights do not move with the
+  # manifolds, so the depth (Eq. 5) moves them only through z: never when z has no gradient
+  # (SPEC §2.5, the default), always when it has (the ablation).
+  model = AnimatableGenerator(num_samples=16, num_levels=6, manifold_hidden=16,
+                              radiance_hidden=16, deform_hidden=16,
+                              depth_gradient=depth_gradient)
+  params = dict(init_generator(model, jax.random.key(11))["params"])
+  radiance = jax.tree_util.tree_map(lambda x: x, params["radiance"])
+  for name in radiance:
+    if name.startswith("sigma_head_"):
+      radiance[name] = jax.tree_util.tree_map(lambda x: jnp.full_like(x, 0.0) if x.ndim == 2
+                                              else jnp.full_like(x, 0.3), radiance[name])
+  params["radiance"] = radiance
+
+  def depth(manifold):
+    out = render(model, {"params": {**params, "manifold": manifold}}, _latents(12, 1),
+                 Camera.frontal(1), resolution=6, chunk_size=36)
+    return jnp.sum(out.depth)
+
+  grads = jax.grad(depth)(params["manifold"])
+  size = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads))
+  assert (size > 1e-4) if depth_gradient else size == 0.0

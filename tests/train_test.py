@@ -1,5 +1,7 @@
 """Training-loop helpers: prior selection, curriculum checks, checkpoints of either prior kind."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -95,3 +97,40 @@ def test_recon_network_loads_from_a_workdir_or_fails_clearly(tmp_path, config):
   config.recon = str(tmp_path / "epoch_20.pth")
   with pytest.raises(Exception, match="epoch_20.pth: not a zip archive"):
     train.load_recon(config)
+
+
+def test_collapse_check_warns_names_causes_and_stops_when_asked(config, caplog):
+  healthy = dict(crossings=0.6, foreground=0.5)
+  collapsed = dict(crossings=0.01, foreground=0.002)
+  train.check_manifolds(healthy, 10, config, "W/checkpoints")  # nothing to say
+  assert not caplog.records
+  with caplog.at_level("WARNING"):
+    train.check_manifolds(collapsed, 10, config, "W/checkpoints")
+  message = caplog.records[-1].getMessage()
+  for cause in ("config.model.depth_gradient", "config.optim.manifold_lr",
+                "config.model.num_samples", "step 10", "0.010"):
+    assert cause in message
+  config.collapse_crossings = 0.0  # never
+  caplog.clear()
+  train.check_manifolds(collapsed, 10, config, "W/checkpoints")
+  assert not caplog.records
+  config.collapse_crossings = 0.2
+  config.stop_on_collapse = True
+  with pytest.raises(train.ManifoldCollapseError, match="saved in W/checkpoints"):
+    train.check_manifolds(collapsed, 10, config, "W/checkpoints")
+  train.check_manifolds(healthy, 10, config, "W/checkpoints")
+
+
+def test_step_defaults_are_the_config_defaults(config):
+  # One source of defaults: what a StepConfig assumes when a field is not given equals what the
+  # default config gives, except the loss weights (StepConfig: every imitation term off) and
+  # the stage's own fields.
+  from configs import default
+  given = curriculum.step_config(default.get_config(), 0)
+  stage_or_weight = {"resolution", "per_device_batch", "batch_split", "chunk_size", "stage_start",
+                     "chamfer_weight", "deform_weight", "reg_weight", "smooth_weight",
+                     "landmark_weight", "fade_steps"}
+  bare = ts.StepConfig(resolution=given.resolution, per_device_batch=given.per_device_batch)
+  for field in dataclasses.fields(ts.StepConfig):
+    if field.name not in stage_or_weight:
+      assert getattr(bare, field.name) == getattr(given, field.name), field.name

@@ -75,6 +75,10 @@ class AnimatableGenerator(nn.Module):
     deform_hidden: width of F and its mapping network (128).
     deform_zero_channels, deform_output_dim: F's released I/O layout (4, 7).
     deform_final_bias_init: 'zeros' (Δ ≡ 0 at init) or 'torch' (released init).
+    depth_gradient: let the compositing distances z carry gradient back through the crossing
+      points into the manifold predictor. GRAM and the released AniFaceGAN compute z without
+      gradient (SPEC §2.5), the default; True exists for the ablation in BENCHMARKS.md, where a
+      depth loss (L_Ch) pulling on z drifts every manifold out of the sampled range.
   """
 
   warp: str = "single"
@@ -97,6 +101,7 @@ class AnimatableGenerator(nn.Module):
   deform_zero_channels: int = 4
   deform_output_dim: int = 7
   deform_final_bias_init: str = "zeros"
+  depth_gradient: bool = False
 
   def setup(self):
     if self.warp not in WARP_MODES:
@@ -145,6 +150,8 @@ class AnimatableGenerator(nn.Module):
     rgb, sigma_raw = self.radiance(points_canonical, directions[:, None, :],
                                    codes.radiance_freq, codes.radiance_phase)
     z = jnp.linalg.norm(points_target - rays.origins[:, None, :], axis=-1)
+    if not self.depth_gradient:
+      z = jax.lax.stop_gradient(z)
     is_background = jnp.arange(points_target.shape[1]) == points_target.shape[1] - 1
     composite = functools.partial(composite_ray, is_background=is_background, delta=self.delta,
                                   white_background=self.white_background)
