@@ -67,8 +67,8 @@ def arm_config(overrides: dict, args):
   for field, value in {**dict(args.set), **overrides}.items():
     node = config
     *parents, leaf = field.split(".")
-    for name in parents:
-      node = node[name]
+    for name in parents:  # 'stages.0.per_device_batch' indexes the stage list
+      node = node[int(name)] if name.isdigit() else node[name]
     node[leaf] = value
   for name in ("g_lr", "deform_lr", "manifold_lr"):  # compresses time; ratios kept
     config.optim[name] *= args.lr_scale

@@ -1,6 +1,10 @@
 """Training-loop helpers: prior selection, curriculum checks, checkpoints of either prior kind."""
 
 import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -134,3 +138,36 @@ def test_step_defaults_are_the_config_defaults(config):
   for field in dataclasses.fields(ts.StepConfig):
     if field.name not in stage_or_weight:
       assert getattr(bare, field.name) == getattr(given, field.name), field.name
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+KEEP_CROSSINGS = 0.5  # a fresh tiny generator finds ≈ 0.8 of its crossings
+
+
+def _logged(workdir: pathlib.Path, tag: str) -> list[float]:
+  import tensorflow as tf
+  return [float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+          for path in sorted(workdir.glob("events.out.tfevents.*"))
+          for event in tf.compat.v1.train.summary_iterator(str(path))
+          for v in event.summary.value if v.tag == tag]
+
+
+def test_tiny_run_with_imitation_keeps_its_manifolds(tmp_path):
+  # Regression test of the collapse in BENCHMARKS ("Keeping the radiance manifolds"): the tiny
+  # config with its imitation losses on, on one CPU device with the generator's learning rates
+  # × 10 (where depth with gradient lost every crossing by step 150), trains with the collapse
+  # guard set to stop; the run must finish with its crossings and opacity up.
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device: 2 images a step
+  result = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.main", "--config=configs/synthface.py:tiny",
+       f"--workdir={tmp_path}", f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+       "--config.dataset.num_train=64", "--config.num_steps=120", "--config.log_every=20",
+       "--config.checkpoint_every=120", "--config.snapshot_every=1000",
+       "--config.optim.g_lr=2e-4", "--config.optim.deform_lr=2e-4",
+       "--config.optim.manifold_lr=2e-4", f"--config.collapse_crossings={KEEP_CROSSINGS}",
+       "--config.stop_on_collapse=True"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  crossings, foreground = _logged(tmp_path, "crossings"), _logged(tmp_path, "foreground")
+  assert len(crossings) == 6 and min(crossings) > KEEP_CROSSINGS, crossings
+  assert min(foreground[1:]) > 0.3, foreground  # the face becomes more opaque, not less
