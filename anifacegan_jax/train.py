@@ -37,8 +37,10 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[AnimatableGenerator
 
 def build_optimizers(config: ml_collections.ConfigDict):
   o = config.optim
+  # Configs saved before optim.manifold_lr existed trained the manifolds at g_lr.
   return ts.make_optimizers(g_lr=o.g_lr, deform_lr=o.deform_lr, d_lr=o.d_lr,
-                            clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, manifold_lr=o.manifold_lr)
+                            clip_norm=o.clip_norm, b1=o.b1, b2=o.b2,
+                            manifold_lr=o.get("manifold_lr", o.g_lr))
 
 
 PRIOR_FILE = "file:"

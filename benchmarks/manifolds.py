@@ -10,7 +10,10 @@ Each arm is `configs/synthface.py:<variant>` (tiny by default) with a few config
 CPU device). The training log's `crossings` (fraction of ray-manifold crossings found) and
 `foreground` (1 − the background plane's weight) and the losses are read back from the run's
 TensorBoard events at every `--log_every` steps; at the end the EMA generator renders fixed
-identities from three yaws with their depth (figure) and its `evaluation.geometry` is measured.
+identities from three yaws with their depth (figure), its `evaluation.geometry` is measured, and
+the variety of its identities (`spread`: per-pixel standard deviation over 64 identities at the
+frontal camera, against the 64 most frontal training images; identities that all look alike
+give a low ratio).
 Workdirs resume: a finished arm is only re-read. Writes a JSON record.
 """
 
@@ -30,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from anifacegan_jax import evaluation, sampling, train  # noqa: E402
+from anifacegan_jax import checkpointing, evaluation, sampling, train  # noqa: E402
 from anifacegan_jax.models.generator import render  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
 from anifacegan_jax.types import Camera  # noqa: E402
@@ -42,6 +45,8 @@ ARMS = {
     "baseline": {},
     "depth_gradient": {"model.depth_gradient": True},  # z with gradient (the code before)
     "manifold_lr_0.1": {"optim.manifold_lr": 2e-6},  # GRAM CARLA: 0.1 × g_lr
+    "adversarial": {"imitation.chamfer_weight": 0.0, "imitation.deform_weight": 0.0,
+                    "imitation.reg_weight": 0.0, "imitation.smooth_weight": 0.0},  # GRAM alone
 }
 LOGGED = ("crossings", "foreground", "chamfer", "deform_imitation", "g_adv", "d_real", "d_fake",
           "g_pose", "r1")
@@ -86,6 +91,27 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
           number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
           scalars.setdefault(value.tag, []).append((int(event.step), number))
   return {k: sorted(dict(v).items()) for k, v in scalars.items()}
+
+
+def spread(run: sampling.Run, config, num: int = 64) -> dict[str, float]:
+  """Variety of the identities: the per-pixel standard deviation over `num` images (0-255
+  units, mean over pixels and channels) of generated images at the frontal camera (prior
+  latents, ψ = 1) and of the `num` most frontal of the first 1,024 training images. A generator
+  whose identities all look alike has a low ratio (pose does not count: one camera)."""
+  import tensorflow_datasets as tfds
+  from anifacegan_jax.data import datasets, input_pipeline
+  resolution = int(config.stages[0].resolution)
+  latents = sample_latents(run.prior, jax.random.key(11), num)
+  out = jax.jit(lambda p: render(run.generator, {"params": p}, latents, Camera.frontal(num),
+                                 resolution=resolution, chunk_size=1024, lock_view=True))(
+                                     run.ema_params)
+  fake = sampling.to_uint8(out.image)
+  ds = datasets.make_builder(config).as_dataset(split="train", shuffle_files=False).take(1024)
+  examples = list(tfds.as_numpy(ds.map(lambda ex: input_pipeline.preprocess(ex, resolution))))
+  off = np.array([np.abs(np.asarray(e["pose"]) - np.pi / 2).sum() for e in examples])
+  real = sampling.to_uint8(np.stack([examples[i]["image"] for i in np.argsort(off)[:num]]))
+  std = lambda x: float(np.mean(np.std(x.astype(np.float64), axis=0)))
+  return dict(fake=std(fake), real=std(real), ratio=std(fake) / std(real))
 
 
 def picture(run: sampling.Run, num: int = 4, resolution: int = 32) -> np.ndarray:
@@ -138,9 +164,12 @@ def main() -> None:
       raise SystemExit(f"unknown arm {arm!r}: choose from {', '.join(ARMS)}")
     config = arm_config(ARMS[arm], args)
     workdir = str(pathlib.Path(args.workdir) / arm)
+    finished = checkpointing.latest_step(workdir) == args.num_steps
     start = time.time()
     train.train_and_evaluate(config, workdir)
     wall = round(time.time() - start, 1)
+    if finished:  # only re-read: keep the wall time of the run that trained it
+      wall = record["arms"].get(arm, {}).get("wall_s")
     run = sampling.load_run(workdir)
     geometry = evaluation.geometry(run, evaluation.Settings(metrics=("geometry",)),
                                    int(config.stages[0].resolution))
@@ -148,10 +177,11 @@ def main() -> None:
                  num_steps=args.num_steps,
                  variant=args.variant, devices=jax.local_device_count(),
                  per_device_batch=int(config.stages[0].per_device_batch), wall_s=wall,
-                 curves=read_scalars(workdir), geometry=geometry)
+                 curves=read_scalars(workdir), geometry=geometry, spread=spread(run, config))
     record["arms"][arm] = entry
     last = {k: v[-1][1] for k, v in entry["curves"].items()}
-    print(arm, json.dumps(dict(geometry=geometry, last=last, wall_s=wall)), flush=True)
+    print(arm, json.dumps(dict(geometry=geometry, spread=entry["spread"], last=last,
+                               wall_s=wall)), flush=True)
     panels.append(picture(run))
   record.update(machine=imitation.machine(), date=time.strftime("%Y-%m-%d"))
   out.write_text(json.dumps(record, indent=1) + "\n")
