@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 CHECKPOINT_DIR = "checkpoints"
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose state tree differs from what this version builds."""
+
+
 class CheckpointNotFoundError(FileNotFoundError):
   """A workdir without (readable) checkpoints."""
 
@@ -87,5 +91,16 @@ def restore_state(workdir: str | pathlib.Path, target: PyTree, step: int | None 
   """
   step = _require_step(workdir, step)
   manager = create_manager(workdir, read_only=True)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  try:
+    restored = manager.restore(step,
+                               args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  except ValueError as error:
+    if "Structure mismatch" not in str(error):
+      raise
+    detail = str(error).split(" Expected identical structures")[0][:300]
+    raise CheckpointMismatchError(
+        f"the checkpoint at {checkpoint_dir(workdir)}/{step} does not have this version's state "
+        f"layout ({detail}): it was written by an older anifacegan_jax (e.g. before the manifold "
+        "learning-rate group, config.optim.manifold_lr); use that version to sample or resume "
+        "it, or train anew in another --workdir") from None
   return restored["state"]

@@ -47,6 +47,7 @@ ARMS = {
     "manifold_lr_0.1": {"optim.manifold_lr": 2e-6},  # GRAM CARLA: 0.1 × g_lr
     "manifold_lr_0.1_d128": {"optim.manifold_lr": 2e-6,  # and a discriminator twice as wide
                              "discriminator.max_channels": 128},
+    "manifold_lr_0.1_d256": {"optim.manifold_lr": 2e-6, "discriminator.max_channels": 256},
     "adversarial": {"imitation.chamfer_weight": 0.0, "imitation.deform_weight": 0.0,
                     "imitation.reg_weight": 0.0, "imitation.smooth_weight": 0.0},  # GRAM alone
 }

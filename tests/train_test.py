@@ -171,3 +171,19 @@ def test_tiny_run_with_imitation_keeps_its_manifolds(tmp_path):
   crossings, foreground = _logged(tmp_path, "crossings"), _logged(tmp_path, "foreground")
   assert len(crossings) == 6 and min(crossings) > KEEP_CROSSINGS, crossings
   assert min(foreground[1:]) > 0.3, foreground  # the face becomes more opaque, not less
+
+
+def test_checkpoint_of_another_state_layout_fails_clearly(tmp_path, config):
+  import optax
+  generator, discriminator = train.build_models(config)
+  g_tx, d_tx = train.build_optimizers(config)
+  old = ts.create_state(jax.random.key(0), generator, discriminator, optax.adam(1e-4), d_tx)
+  manager = checkpointing.create_manager(tmp_path, async_save=False)
+  checkpointing.save(manager, 3, old, config)
+  manager.wait_until_finished()
+  target = jax.eval_shape(lambda: ts.create_state(jax.random.key(0), generator, discriminator,
+                                                  g_tx, d_tx))
+  with pytest.raises(checkpointing.CheckpointMismatchError,
+                     match=r"checkpoints/3 does not have this version's state layout") as error:
+    checkpointing.restore_state(tmp_path, target)
+  assert len(str(error.value)) < 800
