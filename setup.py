@@ -30,6 +30,8 @@ setuptools.setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["anifacegan_jax", "anifacegan_jax.*"]),
+    # The shipped models (`anifacegan_jax.pretrained`): config, EMA generator, prior, recon net.
+    package_data={"anifacegan_jax.pretrained": ["*/*.json", "*/*.msgpack", "*/*.npz"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={

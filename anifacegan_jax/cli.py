@@ -45,9 +45,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def define_official_flags() -> None:
-  """--official_dir and --config: sample/evaluate the official AniFaceGAN weights."""
+def define_run_flags() -> None:
+  """--pretrained, or --official_dir and --config: sample/evaluate a shipped model or the
+  official AniFaceGAN weights instead of a training workdir."""
   from ml_collections import config_flags
+  flags.DEFINE_string("pretrained", "", "Use a shipped model ('synthfaces') or a folder written "
+                      "by `python -m anifacegan_jax.pretrained` instead of a checkpoint in "
+                      "--workdir, which then only receives the outputs.")
   flags.DEFINE_string("official_dir", "", "Use the official AniFaceGAN weights from this release "
                       "root (checkpoints/, pretrained_vaes/) instead of a checkpoint in "
                       "--workdir, which then only receives the outputs; needs --config.")
@@ -55,13 +59,21 @@ def define_official_flags() -> None:
                                   "(resolution, camera prior, ψ, dataset), e.g. configs/ffhq.py.")
 
 
-def official_run():
-  """The official weights' `sampling.Run` from --official_dir/--config, or None without them."""
+def given_run():
+  """The `sampling.Run` of --pretrained or of --official_dir/--config; None without them (the
+  caller then restores --workdir's checkpoint)."""
   FLAGS = flags.FLAGS
+  if FLAGS.pretrained and FLAGS.official_dir:
+    raise ValueError("--pretrained and --official_dir both given: use one")
+  if not FLAGS.official_dir and FLAGS.config is not None:
+    raise ValueError("--config is only used with --official_dir (a run's own config is in its "
+                     "checkpoints, a shipped model's in its folder)")
+  if FLAGS.pretrained:
+    if FLAGS.step is not None:
+      raise ValueError("--step selects a checkpoint in --workdir; a --pretrained model has one")
+    from anifacegan_jax import pretrained
+    return pretrained.load_run(FLAGS.pretrained)
   if not FLAGS.official_dir:
-    if FLAGS.config is not None:
-      raise ValueError("--config is only used with --official_dir (a run's own config is in "
-                       "its checkpoints)")
     return None
   if FLAGS.config is None:
     raise ValueError("--official_dir needs --config (e.g. --config=configs/ffhq.py) for the "

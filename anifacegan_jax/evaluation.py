@@ -51,7 +51,8 @@ class Settings:
     metrics: names from METRICS.
     num_fake: generated images for FID/KID (paper: 5,000).
     num_real: dataset images for FID/KID (paper: 5,000).
-    resolution: image size; None = the training resolution (paper: 128).
+    resolution: image size of every metric; None = the training resolution (paper: 128), and
+      for control / ds / consistency the run's config.eval_resolution when set.
     batch_size: images rendered per device call.
     fid_weights: FID Inception weights file; None = `fid_weights.find_fid_weights()`.
     preprocess: the Inception's input preprocessing ('torch_fidelity', 'pytorch_fid').
@@ -336,6 +337,9 @@ def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[
   settings.validate()
   workdir = pathlib.Path(workdir)
   resolution = int(settings.resolution or run.config.stages[0].resolution)
+  # What the reconstruction network reads: the config's eval_resolution when it asks for more
+  # pixels than a low-resolution training run has (the network's floor, BENCHMARKS.md).
+  read_resolution = int(settings.resolution or run.config.get("eval_resolution", 0) or resolution)
   results: dict[str, Any] = {}
   if {"fid", "kid"} & set(settings.metrics):
     from anifacegan_jax.metrics import fid_weights
@@ -353,12 +357,12 @@ def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[
   if {"control", "ds", "consistency"} & set(settings.metrics):
     recon = load_recon(run, settings, required=bool(set(NEEDS_RECON) & set(settings.metrics)))
   if "control" in settings.metrics:
-    results.update({f"control/{k}": v for k, v in control(run, settings, resolution,
+    results.update({f"control/{k}": v for k, v in control(run, settings, read_resolution,
                                                            recon).items()})
   if "ds" in settings.metrics:
-    results.update(disentanglement(run, settings, resolution, recon))
+    results.update(disentanglement(run, settings, read_resolution, recon))
   if "consistency" in settings.metrics:
-    results.update(consistency(run, settings, resolution, recon))
+    results.update(consistency(run, settings, read_resolution, recon))
   if "geometry" in settings.metrics:
     results.update(geometry(run, settings, resolution))
   return results

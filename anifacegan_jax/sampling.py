@@ -109,8 +109,10 @@ def grid_latents(prior: Prior, key: jax.Array, num_identities: int,
 
 def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
                 yaws: tuple[float, ...] = (-0.35, 0.0, 0.35), psi: float | None = None,
-                resolution: int | None = None, seed: int = 0) -> np.ndarray:
-  """uint8 (identities·R, expressions·yaws·R, 3) grid; columns iterate yaws within expressions."""
+                resolution: int | None = None, seed: int = 0, depth: bool = False) -> np.ndarray:
+  """uint8 (identities·R, expressions·yaws·R, 3) grid; columns iterate yaws within expressions.
+  With `depth`, each identity's row is followed by its depth (`export.depth_preview`: near
+  bright, where the manifolds are less than half opaque black): (2·identities·R, ...)."""
   if num_identities < 1 or num_expressions < 1 or not yaws:
     raise ValueError("need at least one identity, one expression and one yaw")
   config = run.config
@@ -129,13 +131,19 @@ def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
 
   @jax.jit
   def draw(params, lat, cam):
-    return render(run.generator, {"params": params}, lat, cam, resolution=resolution,
-                  chunk_size=config.chunk_size, lock_view=True, psi=psi, mean_codes=mean).image
+    out = render(run.generator, {"params": params}, lat, cam, resolution=resolution,
+                 chunk_size=config.chunk_size, lock_view=True, psi=psi, mean_codes=mean)
+    return out.image, out.depth, 1.0 - out.weights[..., -1].reshape(out.depth.shape)
 
-  images = to_uint8(draw(run.ema_params, flat, camera))
-  images = images.reshape(num_identities, columns, resolution, resolution, 3)
-  return images.transpose(0, 2, 1, 3, 4).reshape(num_identities * resolution,
-                                                 columns * resolution, 3)
+  image, distance, opacity = jax.device_get(draw(run.ema_params, flat, camera))
+  rows = to_uint8(image).reshape(num_identities, 1, columns, resolution, resolution, 3)
+  if depth:
+    gray = np.stack([export.depth_preview(d, o > 0.5, run.generator.near, run.generator.far)
+                     for d, o in zip(distance, opacity)])
+    gray = np.repeat(gray[..., None], 3, axis=-1).reshape(rows.shape)
+    rows = np.concatenate([rows, gray], axis=1)
+  return rows.transpose(0, 1, 3, 2, 4, 5).reshape(rows.shape[0] * rows.shape[1] * resolution,
+                                                  columns * resolution, 3)
 
 
 def write_grid(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
@@ -154,7 +162,7 @@ def write_grid(workdir: str | pathlib.Path, out: str | pathlib.Path | None = Non
 # ---------------------------------------------------------------------------------------------
 # Videos, line textures, depth maps and meshes (`python -m anifacegan_jax.sample --mode=...`).
 
-ANIMATION_MODES = ("video", "lines", "depth", "mesh")
+ANIMATION_MODES = ("video", "reel", "lines", "depth", "mesh")
 
 
 def expression_target(run: Run, spec: str, seed: int) -> np.ndarray:
@@ -201,20 +209,22 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
 
   Files in `out_dir` (default <workdir>/samples), per seed s:
     video: video_s<s>.<video_format> (gif, webp or mp4);
+    reel: one video for all seeds, reel_s<first>-<last>.<video_format>: a row per identity, each
+      frame beside its depth (near bright, background black);
     lines: lines_s<s>.png, the line texture of pixel row `row` (fraction of the height);
     depth: depth_s<s>_f<frame>.png (16-bit, [near, far] → [0, 65535]) and ..._preview.png;
     mesh: mesh_s<s>_f<frame>.<mesh_format> (ply or obj), from each frame's depth and colours.
   """
   if mode not in ANIMATION_MODES:
     raise ValueError(f"mode {mode!r}: use one of {', '.join(ANIMATION_MODES)} (or the grid)")
-  if mode == "video" and f".{video_format}" not in animation.VIDEO_SUFFIXES:
+  if mode in ("video", "reel") and f".{video_format}" not in animation.VIDEO_SUFFIXES:
     raise ValueError(f"video format {video_format!r}: use gif, webp or mp4")
   if mode == "mesh" and mesh_format not in ("ply", "obj"):
     raise ValueError(f"mesh format {mesh_format!r}: use ply or obj")
   run = run or load_run(workdir, step)
   out_dir = pathlib.Path(out_dir) if out_dir else pathlib.Path(workdir) / "samples"
   generator = run.generator
-  paths = []
+  paths, rows = [], []
   for seed in seeds:
     path = make_trajectory(run, trajectory, expression=expression, num_frames=num_frames,
                            yaw_amplitude=yaw_amplitude, smoothing=smoothing, use_pose=use_pose,
@@ -225,6 +235,10 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
     if mode == "video":
       paths.append(animation.write_video(out_dir / f"video_s{seed}.{video_format}",
                                          frames.images, fps))
+    elif mode == "reel":
+      depth = np.stack([export.depth_preview(d, m, generator.near, generator.far)
+                        for d, m in zip(frames.depth, frames.mask)])
+      rows.append(np.concatenate([frames.images, np.repeat(depth[..., None], 3, -1)], axis=2))
     elif mode == "lines":
       texture = animation.line_texture(frames.images, float(row))
       out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,4 +260,7 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
                                    fov_degrees=generator.fov_degrees,
                                    radius=generator.camera_radius)
           paths.append(export.write_mesh(stem.with_suffix(f".{mesh_format}"), mesh))
+  if mode == "reel":
+    name = f"reel_s{seeds[0]}-{seeds[-1]}.{video_format}"
+    paths.append(animation.write_video(out_dir / name, np.concatenate(rows, axis=1), fps))
   return paths

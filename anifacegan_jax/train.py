@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from anifacegan_jax import checkpointing, cli, curriculum
+from anifacegan_jax import checkpointing, cli, curriculum, pretrained
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
 from anifacegan_jax.face3d import morphable, procedural, recon_training
@@ -84,11 +84,14 @@ def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
 def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
   """The face-reconstruction network of L_lm named by config.recon (model, variables).
 
-  A directory is a `python -m anifacegan_jax.train_recon` workdir (its newest checkpoint; it must
+  A directory is a model folder holding its reconstruction network (`anifacegan_jax.pretrained`)
+  or a `python -m anifacegan_jax.train_recon` workdir (its newest checkpoint; it must
   have been trained for this run's 3DMM, config.face_model); a file is Deep3DFaceRecon's
   `epoch_20.pth` (the official ResNet-50 at 224², BFM coefficients).
   """
   path = pathlib.Path(config.recon).expanduser()
+  if path.is_dir() and pretrained.has_recon(path):  # a model folder's own network
+    return pretrained.load_recon(path)
   if path.is_dir():
     saved = recon_training.restore_config(str(path)).face_model
     if saved != config.face_model:

@@ -16,7 +16,14 @@ Trains (or resumes) the `imitation` arm of `benchmarks/imitation.py` (`configs/s
 Two reference rows frame the numbers: `untrained` (the run's step-0 generator: same seed, same
 prior) and `real` (FID / KID of the first `--num_real` training images against the next
 `--num_real`, the floor a perfect generator reaches at this count, with the same flips protocol).
-A finished workdir is only re-evaluated. On a GPU, `--variant=default --steps=5000,20000
+A finished workdir is only re-evaluated, and rows already in `--out` (same workdir and settings)
+are kept, so steps can be added as a run reaches them; `--trained` evaluates the checkpoints of any training
+workdir (e.g. `configs/synthface.py:small`) with the config saved in it, training nothing:
+
+  python benchmarks/evaluation.py --trained --workdir=/tmp/small --recon=/tmp/recon128 \
+      --data_dir=/tmp/tfds --steps=500,1500,3000 --out=benchmarks/small_cpu.json
+
+On a GPU, `--variant=default --steps=5000,20000
 --num_train=10000 --num_fake=5000 --num_real=5000` is the paper's protocol at 64².
 Writes a JSON record.
 """
@@ -127,6 +134,50 @@ def write_figure(args, config, num: int = 8, scale: int = 4) -> None:
   print(args.figure, grid.shape)
 
 
+def write_curve(args, path: str, width: int = 300, height: int = 150) -> None:
+  """Panels of the run's logged training scalars (crossings, foreground, L_Ch, D(real) and
+  D(fake)) against the iteration, and FID of the record's rows: a PNG from PIL alone."""
+  from PIL import Image, ImageDraw
+
+  import manifolds  # benchmarks/manifolds.py: the TensorBoard reader
+
+  record = json.loads(pathlib.Path(args.out).read_text())
+  logged = manifolds.read_scalars(args.workdir)
+  fid = sorted((row["step"] if name != "untrained" else 0, row["metrics"]["fid"])
+               for name, row in record["rows"].items() if name != "real")
+  panels = [("crossings", {"crossings": logged["crossings"]}, (0.0, 1.0)),
+            ("foreground", {"foreground": logged["foreground"]}, (0.0, 1.0)),
+            ("L_Ch", {"chamfer": logged["chamfer"]}, None),
+            ("D(real) black, D(fake) red", {"d_real": logged["d_real"],
+                                            "d_fake": logged["d_fake"]}, (0.0, 1.0)),
+            (f"FID (real floor {record['rows']['real']['metrics']['fid']:.0f})", {"fid": fid},
+             None)]
+  colors = {"d_fake": (200, 30, 30)}
+  last = max(s for _, series, _ in panels for points in series.values() for s, _ in points)
+  canvas = Image.new("RGB", (width * len(panels), height), "white")
+  draw = ImageDraw.Draw(canvas)
+  margin = 40
+  for i, (title, series, limits) in enumerate(panels):
+    values = [v for points in series.values() for _, v in points]
+    low, high = limits or (min(values), max(values))
+    high = high if high > low else low + 1
+    x0, y0, x1, y1 = i * width + margin, 16, (i + 1) * width - 8, height - 16
+    draw.rectangle((x0, y0, x1, y1), outline=(160, 160, 160))
+    draw.text((x0, 2), title, fill="black")
+    draw.text((x0 - margin + 2, y0), f"{high:.2g}", fill="black")
+    draw.text((x0 - margin + 2, y1 - 10), f"{low:.2g}", fill="black")
+    draw.text((x1 - 30, y1 + 2), f"{last}", fill="black")
+    for name, points in series.items():
+      xy = [(x0 + (x1 - x0) * s / last, y1 - (y1 - y0) * (min(max(v, low), high) - low)
+             / (high - low)) for s, v in points]
+      draw.line(xy, fill=colors.get(name, (0, 0, 0)), width=2 if name == "fid" else 1)
+      if name == "fid":
+        for x, y in xy:
+          draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill="black")
+  canvas.save(path)
+  print(path, canvas.size)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--recon", required=True, help="a train_recon workdir (SynthFaces)")
@@ -147,8 +198,12 @@ def main() -> None:
   parser.add_argument("--fid_weights", default=None)
   parser.add_argument("--figure", default="", help="write a PNG of each row of an existing --out "
                       "record (real images; each generator's images and depth) and exit")
+  parser.add_argument("--curve", default="", help="write a PNG of the run's logged crossings, "
+                      "foreground, L_Ch, D outputs and the record's FID rows, and exit")
   parser.add_argument("--add", default="", help="metrics (e.g. geometry) to evaluate and add to "
                       "the rows of an existing --out record, without training or other metrics")
+  parser.add_argument("--trained", action="store_true", help="evaluate the checkpoints --steps of "
+                      "an existing workdir with its saved config (train nothing)")
   parser.add_argument("--out", default="benchmarks/evaluation_cpu.json")
   parser.add_argument("--compilation_cache", default="/tmp/anifacegan_jax_bench_cache",
                       help="persistent XLA cache: each row re-traces the same renderers")
@@ -164,32 +219,44 @@ def main() -> None:
     raise SystemExit(f"--steps={args.steps}: expected comma-separated iteration counts") from None
   if not steps or steps[0] < 1:
     raise SystemExit(f"--steps={args.steps}: expected positive iteration counts")
-  if 2 * args.num_real > args.num_train:
+  if 2 * args.num_real > args.num_train and not args.trained:
     raise SystemExit(f"--num_real={args.num_real}: the real-vs-real row needs 2 × num_real ≤ "
                      f"--num_train={args.num_train}")
 
-  config = imitation.arm_config("imitation", argparse.Namespace(
-      data_dir=args.data_dir, num_train=args.num_train, variant=args.variant,
-      num_steps=steps[-1], recon=args.recon))
-  config.checkpoint_every = math.gcd(*steps)
-  config.keep_checkpoints = steps[-1] // config.checkpoint_every + 1
+  if args.trained:
+    config = checkpointing.restore_config(args.workdir)
+    saved = checkpointing.create_manager(args.workdir, read_only=True).all_steps()
+    missing = sorted(set(steps) - set(saved))
+    if missing:
+      raise SystemExit(f"--trained: {args.workdir} has no checkpoint of step(s) {missing}")
+    if args.data_dir:
+      config.dataset.data_dir = args.data_dir
+  else:
+    config = imitation.arm_config("imitation", argparse.Namespace(
+        data_dir=args.data_dir, num_train=args.num_train, variant=args.variant,
+        num_steps=steps[-1], recon=args.recon))
+    config.checkpoint_every = math.gcd(*steps)
+    config.keep_checkpoints = steps[-1] // config.checkpoint_every + 1
   fid_settings = evaluation.Settings(metrics=("fid", "kid"), num_fake=args.num_fake,
                                      num_real=args.num_real, fid_weights=args.fid_weights)
   recon_settings = evaluation.Settings(
       metrics=("control", "ds", "consistency", "geometry"), resolution=args.eval_resolution,
       control_num=args.control_num, ds_anchors=args.ds_anchors, ds_variations=args.ds_variations,
       consistency_num=args.consistency_num, geometry_num=args.geometry_num, recon=args.recon)
-  if (args.figure or args.add) and not pathlib.Path(args.out).is_file():
+  if (args.figure or args.add or args.curve) and not pathlib.Path(args.out).is_file():
     raise SystemExit(f"--out={args.out}: no such record; --figure and --add read the rows of a "
                      "finished benchmark run")
   if args.figure:
     write_figure(args, config)
     return
+  if args.curve:
+    write_curve(args, args.curve)
+    return
   if args.add:
     add_metrics(args, dataclasses.replace(recon_settings, metrics=tuple(args.add.split(","))))
     return
   start = time.time()
-  if (checkpointing.latest_step(args.workdir) or 0) < steps[-1]:
+  if not args.trained and (checkpointing.latest_step(args.workdir) or 0) < steps[-1]:
     train.train_and_evaluate(config, args.workdir)
   train_s = round(time.time() - start, 1)
   recon_config = rt.restore_config(args.recon)
@@ -202,19 +269,33 @@ def main() -> None:
                  test_metrics=json.loads(evals.read_text().splitlines()[-1])
                  if evals.exists() else None),
       rows={})
+  out = pathlib.Path(args.out)
+  if out.is_file():  # rows of an earlier call with the same workdir and settings are kept
+    earlier = json.loads(out.read_text())
+    if all(earlier.get(k) == json.loads(json.dumps(record[k], default=str))
+           for k in ("workdir", "fid_settings", "recon_settings")):
+      record["rows"] = earlier["rows"]
   resolution = int(config.stages[0].resolution)
-  start = time.time()
-  real = real_reference(config, fid_settings, resolution)
-  record["rows"]["real"] = dict(metrics=real, eval_wall_s=round(time.time() - start, 1))
-  print("real", json.dumps(record["rows"]["real"]), flush=True)
-  runs = [untrained_run(sampling.load_run(args.workdir, steps[0]))]
-  runs += [sampling.load_run(args.workdir, step) for step in steps]
-  for run in runs:
-    name = "untrained" if run.step == 0 else f"step_{run.step}"
+
+  def save():
+    record.update(machine=imitation.machine(), date=time.strftime("%Y-%m-%d"))
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+
+  if "real" not in record["rows"]:
+    start = time.time()
+    real = real_reference(config, fid_settings, resolution)
+    record["rows"]["real"] = dict(metrics=real, eval_wall_s=round(time.time() - start, 1))
+    print("real", json.dumps(record["rows"]["real"]), flush=True)
+    save()
+  for step in [0] + steps:
+    name = "untrained" if step == 0 else f"step_{step}"
+    if name in record["rows"]:
+      continue
+    run = (untrained_run(sampling.load_run(args.workdir, steps[0])) if step == 0
+           else sampling.load_run(args.workdir, step))
     record["rows"][name] = evaluate_run(run, args.workdir, fid_settings, recon_settings)
     print(name, json.dumps(record["rows"][name]), flush=True)
-  record.update(machine=imitation.machine(), date=time.strftime("%Y-%m-%d"))
-  pathlib.Path(args.out).write_text(json.dumps(record, indent=1, default=str) + "\n")
+    save()
 
 
 if __name__ == "__main__":

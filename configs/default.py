@@ -98,6 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
   #                       set's coefficients), 'standard' (N(0, I)) or 'file:<path>' (a prior
   #                       from `python -m anifacegan_jax.fit_prior`, e.g. the coefficient VAEs)
   config.chunk_size = 4096  # rays per lax.map step when rendering
+  config.eval_resolution = 0  # render size of the metrics read by the reconstruction network
+  #                             (control, ds, consistency); 0 = the training resolution
 
   config.log_every = 50  # steps between scalar summaries and progress lines
   config.checkpoint_every = 1000  # steps between checkpoints (and at the end)

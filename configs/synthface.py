@@ -1,6 +1,7 @@
 """SynthFaces, the embedded procedural dataset: trains with no downloads.
 
   --config=configs/synthface.py        64², the default schedule
+  --config=configs/synthface.py:small  the shipped model: ≤ 2 h on a 2-core CPU, 16² training
   --config=configs/synthface.py:tiny   minutes on a 2-core CPU: 16² images, small networks
 """
 
@@ -14,8 +15,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.lock()
   if variant in ("", "default"):
     return config
+  if variant == "small":
+    return _small(config)
   if variant != "tiny":
-    raise ValueError(f"unknown synthface variant {variant!r}: use '' or 'tiny'")
+    raise ValueError(f"unknown synthface variant {variant!r}: use '', 'small' or 'tiny'")
   config.dataset.config = "32"
   config.dataset.num_train = 256
   config.dataset.num_test = 16
@@ -36,4 +39,34 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.imitation.points = 128
   config.psi_samples = 500
   config.async_checkpoints = False
+  return config
+
+
+def _small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """16² training sized for two CPU cores (BENCHMARKS.md "The small SynthFaces model")."""
+  config.dataset.config = "128"
+  config.dataset.num_train = 30000
+  config.dataset.num_test = 1000
+  config.model.num_samples = 24
+  config.model.num_levels = 12
+  config.model.manifold_hidden = 32
+  config.model.radiance_hidden = 128
+  config.model.deform_hidden = 64
+  config.discriminator.max_channels = 256
+  config.stages = [ml_collections.ConfigDict(dict(
+      start_step=0, resolution=16, per_device_batch=8, batch_split=1))]
+  config.optim.g_lr = 1e-4
+  config.optim.deform_lr = 1e-4
+  config.optim.manifold_lr = 1e-5  # 0.1 × g_lr (BENCHMARKS.md "Keeping the radiance manifolds")
+  config.num_steps = 2000
+  config.log_every = 50
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 10
+  config.snapshot_every = 500
+  config.chunk_size = 1024
+  config.imitation.points = 256
+  config.psi_samples = 2000
+  # The reconstruction network cannot read 16² faces (on real SynthFaces images at 16² its exp
+  # RMSE is 0.140, chance 0.148; at 64² 0.109: BENCHMARKS.md): control is read from 64² renders.
+  config.eval_resolution = 64
   return config

@@ -96,6 +96,11 @@ def test_sample_writes_a_grid_from_the_workdir(tmp_path, uninterrupted):
   run = sampling.load_run(workdir)
   again = sampling.render_grid(run, num_identities=2, num_expressions=2, yaws=(-0.3, 0.3))
   np.testing.assert_array_equal(grid, again)
+  # With depth: each identity's row, then its depth row (gray).
+  both = sampling.render_grid(run, num_identities=2, num_expressions=2, yaws=(-0.3, 0.3),
+                              depth=True).reshape(2, 2, 16, 4 * 16, 3)
+  np.testing.assert_array_equal(both[:, 0].reshape(grid.shape), grid)
+  assert (both[:, 1, ..., 0] == both[:, 1, ..., 2]).all()
 
 
 def test_sample_writes_a_video_from_the_workdir(tmp_path, uninterrupted):
@@ -120,6 +125,67 @@ def test_sample_writes_a_video_from_the_workdir(tmp_path, uninterrupted):
   np.testing.assert_allclose(first.depth, again.depth, atol=1e-6)
   other = animation.render_frames(run, trajectory, seed=4)
   assert np.abs(other.images.astype(int) - first.images).max() > 0
+  # The reel: one video, a row per identity, each frame beside its depth.
+  reel, = sampling.write_animation(workdir, "reel", out_dir=tmp_path, seeds=(3, 4),
+                                   trajectory="yaw", expression="jaw_open", num_frames=4,
+                                   batch_size=4, progress=False, run=run)
+  assert reel.name == "reel_s3-4.gif"
+  with Image.open(reel) as video:
+    assert video.n_frames == 4 and video.size == (32, 32)
+    video.seek(1)
+    tile = np.asarray(video.convert("RGB"))
+  expected = np.concatenate([first.images[1], other.images[1]], axis=0)
+  assert np.abs(tile[:, :16].astype(int) - expected).mean() < 8  # GIF palette rounding
+  previews = [export.depth_preview(f.depth[1], f.mask[1], run.generator.near, run.generator.far)
+              for f in (first, other)]
+  assert np.abs(tile[:, 16:].astype(int) - np.concatenate(previews)[..., None]).mean() < 8
+
+
+def test_a_packed_run_loads_samples_and_reads_like_its_workdir(tmp_path, uninterrupted):
+  from anifacegan_jax import evaluation, pretrained
+  from anifacegan_jax.face3d import recon_training
+  workdir, _ = uninterrupted
+  save_recon_run(tmp_path / "recon", random_head=True)
+  folder = tmp_path / "model"
+  packed = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.pretrained", f"--workdir={workdir}",
+       f"--recon={tmp_path / 'recon'}", f"--out={folder}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert packed.returncode == 0, packed.stderr[-2000:]
+  assert sorted(p.name for p in folder.iterdir()) == [
+      "config.json", "generator.msgpack", "model.json", "prior.npz", "recon.json", "recon.msgpack"]
+  run, reference = pretrained.load_run(folder), sampling.load_run(workdir)
+  assert run.step == reference.step == 5 and run.config.recon == str(folder)
+  for a, b in zip(jax.tree_util.tree_leaves((run.ema_params, run.prior)),
+                  jax.tree_util.tree_leaves((reference.ema_params, reference.prior))):
+    np.testing.assert_array_equal(a, b)
+  _, variables = recon_training.restore_recon(str(tmp_path / "recon"))
+  _, shipped, _ = evaluation.load_recon(run, evaluation.Settings(metrics=("control",)))
+  for a, b in zip(jax.tree_util.tree_leaves(shipped), jax.tree_util.tree_leaves(variables)):
+    np.testing.assert_array_equal(a, b)
+  # `sample --pretrained` renders what the workdir renders; --workdir only receives the file.
+  out = tmp_path / "outputs"
+  result = subprocess.run(
+      [sys.executable, "-m", "anifacegan_jax.sample", f"--pretrained={folder}",
+       f"--workdir={out}", "--num_identities=2", "--num_expressions=2", "--yaws=-0.3,0.3"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  grid = np.asarray(Image.open(out / "samples" / "grid_00000005.png"))
+  np.testing.assert_array_equal(grid, sampling.render_grid(
+      reference, num_identities=2, num_expressions=2, yaws=(-0.3, 0.3)))
+  # Damaged or mismatched files are named; nothing is half-loaded.
+  (folder / "generator.msgpack").write_bytes(b"not msgpack")
+  with pytest.raises(pretrained.PretrainedError, match="generator.msgpack: not a msgpack file"):
+    pretrained.load_run(folder)
+  pretrained.export(workdir, folder)  # repacked without a network: the old one is removed
+  assert not pretrained.has_recon(folder) and pretrained.load_run(folder).config.recon == ""
+  config = json.loads((folder / "config.json").read_text())
+  config["model"]["radiance_hidden"] = 32
+  (folder / "config.json").write_text(json.dumps(config))
+  with pytest.raises(pretrained.PretrainedError, match=r"generator.msgpack: .* has shape"):
+    pretrained.load_run(folder)
+  with pytest.raises(FileNotFoundError, match="neither a shipped model"):
+    pretrained.load_run(tmp_path / "nowhere")
 
 
 def test_sample_writes_depth_maps_and_meshes(tmp_path, uninterrupted):

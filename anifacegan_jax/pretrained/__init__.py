@@ -1,0 +1,224 @@
+"""Shipped models: a trained run packed into a few plain files and loaded by name or by folder.
+
+  python -m anifacegan_jax.sample --pretrained=synthfaces --workdir=OUT --mode=video
+  python -m anifacegan_jax.evaluate --pretrained=synthfaces --workdir=OUT --metrics=geometry,control
+  python -m anifacegan_jax.pretrained --workdir=RUN --recon=RECON_RUN --out=DIR   # pack a run
+
+A model folder holds (nothing in it can run code: JSON, msgpack and an .npz read without pickle):
+
+  config.json        the run's config (ml_collections JSON; dataset.data_dir and recon cleared)
+  generator.msgpack  the EMA generator's parameters (flax.serialization, float32)
+  prior.npz          the latent prior of z_id / z_exp (`models.priors.save_prior`)
+  recon.json         optional: the reconstruction network's `train_recon` config
+  recon.msgpack      optional: its variables {'params', 'batch_stats'}
+  model.json         format version, the training step and where the files came from
+
+`load_run` returns a `sampling.Run` whose `config.recon` names the folder when it holds a
+reconstruction network, so `evaluate --metrics=control,ds,consistency` read the shipped model with
+the network it was measured with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import serialization
+
+FORMAT = 1
+SHIPPED = ("synthfaces",)  # folders next to this file
+CONFIG, GENERATOR, PRIOR = "config.json", "generator.msgpack", "prior.npz"
+RECON_CONFIG, RECON, INFO = "recon.json", "recon.msgpack", "model.json"
+
+
+class PretrainedError(ValueError):
+  """A model folder that is missing a file or holds one that does not fit its config."""
+
+
+def model_dir(name: str | os.PathLike) -> pathlib.Path:
+  """The folder of a shipped model (`SHIPPED`) or a folder written by `export`."""
+  if str(name) in SHIPPED:
+    path = pathlib.Path(__file__).parent / str(name)
+  else:
+    path = pathlib.Path(name).expanduser()
+    if not path.is_dir():
+      raise FileNotFoundError(f"--pretrained={name}: neither a shipped model ({', '.join(SHIPPED)})"
+                              " nor a folder written by `python -m anifacegan_jax.pretrained`")
+  if not (path / GENERATOR).is_file() or not (path / CONFIG).is_file():
+    raise FileNotFoundError(f"{path}: no {GENERATOR} / {CONFIG}; a model folder is written by "
+                            "`python -m anifacegan_jax.pretrained --workdir=RUN --out=DIR`")
+  return path
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+  path = pathlib.Path(path)
+  return (path / GENERATOR).is_file() and (path / CONFIG).is_file()
+
+
+def has_recon(path: str | os.PathLike) -> bool:
+  path = pathlib.Path(path)
+  return (path / RECON).is_file() and (path / RECON_CONFIG).is_file()
+
+
+def _write_bytes(path: pathlib.Path, data: bytes) -> None:
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_bytes(data)
+  os.replace(tmp, path)
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+  _write_bytes(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _read_json(path: pathlib.Path) -> Any:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise PretrainedError(f"{path}: not a JSON file ({error})") from error
+
+
+def _config_from_json(path: pathlib.Path) -> ml_collections.ConfigDict:
+  plain = _read_json(path)
+  if not isinstance(plain, dict):
+    raise PretrainedError(f"{path}: expected a JSON object (a config), got {type(plain).__name__}")
+  config = ml_collections.ConfigDict(plain)
+  if "stages" in config:  # JSON turns the list of stage ConfigDicts into plain dicts
+    config.stages = [ml_collections.ConfigDict(stage) for stage in config.stages]
+  return config
+
+
+def _restore(path: pathlib.Path, target: Any, what: str) -> Any:
+  """msgpack bytes into the structure, shapes and dtypes of `target` (ShapeDtypeStructs)."""
+  try:
+    tree = serialization.msgpack_restore(path.read_bytes())
+  except OSError as error:
+    raise PretrainedError(f"{path}: cannot read {what} ({error})") from error
+  except Exception as error:  # msgpack raises its own exception types
+    raise PretrainedError(f"{path}: not a msgpack file of {what} ({error})") from error
+  flat_target = dict(_flatten(target))
+  flat_tree = dict(_flatten(tree)) if isinstance(tree, dict) else {}
+  missing = sorted(set(flat_target) - set(flat_tree))
+  extra = sorted(set(flat_tree) - set(flat_target))
+  if missing or extra:
+    raise PretrainedError(f"{path}: {what} does not fit its config: missing "
+                          f"{missing[:3] or 'nothing'}, unexpected {extra[:3] or 'nothing'}")
+  for key, want in flat_target.items():
+    got = np.asarray(flat_tree[key])
+    if got.shape != tuple(want.shape):
+      raise PretrainedError(f"{path}: {what} {'/'.join(key)} has shape {got.shape}, its config "
+                            f"expects {tuple(want.shape)}")
+    if not np.all(np.isfinite(got)):
+      raise PretrainedError(f"{path}: {what} {'/'.join(key)} holds NaN or infinite values")
+  restored = serialization.from_state_dict(target, tree)
+  return jax.tree_util.tree_map(lambda t, x: jax.numpy.asarray(x, t.dtype), target, restored)
+
+
+def _flatten(tree: Any, prefix: tuple[str, ...] = ()):
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from _flatten(value, prefix + (str(key),))
+  else:
+    yield prefix, tree
+
+
+def _host(tree: Any) -> Any:
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.device_get(tree))
+
+
+def export(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "",
+           step: int | None = None, eval_resolution: int | None = None) -> pathlib.Path:
+  """Pack the EMA generator, config and prior of the run in `workdir` (newest checkpoint unless
+  `step`), and the `train_recon` network in `recon` if given, into the folder `out`;
+  `eval_resolution` replaces the config's (the render size the network reads)."""
+  from anifacegan_jax import sampling
+  from anifacegan_jax.face3d import recon_training
+  from anifacegan_jax.models.priors import save_prior
+
+  run = sampling.load_run(workdir, step)
+  out = pathlib.Path(out).expanduser()
+  out.mkdir(parents=True, exist_ok=True)
+  config = run.config.copy_and_resolve_references()
+  with config.unlocked():
+    config.dataset.data_dir = ""  # a path on the machine that trained it
+    config.recon = ""  # the shipped network (if any) is found in the folder itself
+    if eval_resolution is not None:
+      config.eval_resolution = int(eval_resolution)
+  if config.prior.startswith("file:"):
+    config.prior = "fit"  # the prior ships as prior.npz; the file path means nothing elsewhere
+  _write_json(out / CONFIG, json.loads(config.to_json()))
+  _write_bytes(out / GENERATOR, serialization.msgpack_serialize(
+      serialization.to_state_dict(_host(run.ema_params))))
+  save_prior(run.prior, out / PRIOR)
+  info = dict(format=FORMAT, step=run.step, workdir=str(pathlib.Path(workdir).name))
+  if recon:
+    model_config = recon_training.restore_config(recon)
+    _, variables = recon_training.restore_recon(recon)
+    if model_config.face_model != run.config.face_model:
+      raise PretrainedError(f"{recon} reads the 3DMM face_model={model_config.face_model!r}, the run "
+                            f"imitates {run.config.face_model!r}")
+    _write_json(out / RECON_CONFIG, json.loads(model_config.to_json()))
+    _write_bytes(out / RECON, serialization.msgpack_serialize(
+        serialization.to_state_dict(_host(variables))))
+    info["recon"] = str(pathlib.Path(recon).name)
+  else:
+    for name in (RECON, RECON_CONFIG):
+      (out / name).unlink(missing_ok=True)
+  _write_json(out / INFO, info)
+  return out
+
+
+def load_run(name: str | os.PathLike):
+  """The `sampling.Run` of a shipped model ('synthfaces') or an `export` folder.
+
+  Raises:
+    FileNotFoundError naming the folder or file; PretrainedError for a file that does not fit.
+  """
+  from anifacegan_jax import sampling, train
+  from anifacegan_jax import train_step as ts
+  from anifacegan_jax.models.priors import load_prior
+
+  path = model_dir(name)
+  info = _read_json(path / INFO) if (path / INFO).is_file() else {}
+  if int(info.get("format", FORMAT)) > FORMAT:
+    raise PretrainedError(f"{path / INFO}: format {info['format']} is newer than this version "
+                          f"reads ({FORMAT}); upgrade anifacegan_jax")
+  config = _config_from_json(path / CONFIG)
+  with config.unlocked():
+    config.recon = str(path) if has_recon(path) else ""
+    config.prior = "fit"  # the prior is prior.npz; the config's only decides the restore target
+  try:
+    generator, discriminator = train.build_models(config)
+    g_tx, d_tx = train.build_optimizers(config)
+  except (AttributeError, KeyError, TypeError) as error:
+    raise PretrainedError(f"{path / CONFIG}: not a run config this version reads ({error!r})"
+                          ) from error
+  target = jax.eval_shape(lambda: ts.create_state(
+      jax.random.key(0), generator, discriminator, g_tx, d_tx, train.prior_template(config)))
+  params = _restore(path / GENERATOR, target.ema_params, "the EMA generator parameters")
+  prior = load_prior(path / PRIOR)
+  return sampling.Run(config=config, generator=generator, ema_params=params, prior=prior,
+                      step=int(info.get("step", 0)))
+
+
+def load_recon(path: str | os.PathLike):
+  """(ReconNet, variables) of the reconstruction network in a model folder."""
+  from anifacegan_jax.face3d import recon_training
+  from anifacegan_jax.face3d.recon import init_recon
+
+  path = pathlib.Path(path)
+  if not has_recon(path):
+    raise FileNotFoundError(f"{path}: no {RECON} / {RECON_CONFIG} (packed with "
+                            "`python -m anifacegan_jax.pretrained --recon=...`)")
+  config = _config_from_json(path / RECON_CONFIG)
+  try:
+    model = recon_training.build_model(config)
+  except (AttributeError, KeyError, TypeError) as error:
+    raise PretrainedError(f"{path / RECON_CONFIG}: not a train_recon config ({error!r})") from error
+  target = jax.eval_shape(lambda: init_recon(model, jax.random.key(0)))
+  variables = _restore(path / RECON, target, "the reconstruction network's variables")
+  return model, variables
