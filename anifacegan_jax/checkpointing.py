@@ -74,13 +74,18 @@ def _require_step(workdir, step: int | None) -> int:
 
 def restore_config(workdir: str | pathlib.Path, step: int | None = None) -> ml_collections.ConfigDict:
   """The config the run at `workdir` was trained with (newest checkpoint by default)."""
-  import ml_collections  # here only: saving works without it
   step = _require_step(workdir, step)
   manager = create_manager(workdir, read_only=True)
   restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  config = ml_collections.ConfigDict(restored["config"])
-  # JSON turns the list of stage ConfigDicts into plain dicts.
-  config.stages = [ml_collections.ConfigDict(stage) for stage in config.stages]
+  return config_from_json(restored["config"])
+
+
+def config_from_json(plain: dict) -> ml_collections.ConfigDict:
+  """A run config from its JSON form (`save` writes it, and model folders hold it)."""
+  import ml_collections  # here only: saving works without it
+  config = ml_collections.ConfigDict(plain)
+  if "stages" in config:  # JSON turns the list of stage ConfigDicts into plain dicts
+    config.stages = [ml_collections.ConfigDict(stage) for stage in config.stages]
   return config
 
 

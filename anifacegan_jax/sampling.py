@@ -107,6 +107,14 @@ def grid_latents(prior: Prior, key: jax.Array, num_identities: int,
                  noise=jnp.broadcast_to(noise[:, None], shape + (80,)))
 
 
+def depth_rgb(generator: AnimatableGenerator, depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """uint8 (N, R, R, 3) gray `export.depth_preview` of (N, R, R) depths: near bright, far and
+  where `mask` is False (the manifolds less than half opaque) black."""
+  gray = np.stack([export.depth_preview(d, m, generator.near, generator.far)
+                   for d, m in zip(depth, mask)])
+  return np.repeat(gray[..., None], 3, axis=-1)
+
+
 def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
                 yaws: tuple[float, ...] = (-0.35, 0.0, 0.35), psi: float | None = None,
                 resolution: int | None = None, seed: int = 0, depth: bool = False) -> np.ndarray:
@@ -138,10 +146,8 @@ def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
   image, distance, opacity = jax.device_get(draw(run.ema_params, flat, camera))
   rows = to_uint8(image).reshape(num_identities, 1, columns, resolution, resolution, 3)
   if depth:
-    gray = np.stack([export.depth_preview(d, o > 0.5, run.generator.near, run.generator.far)
-                     for d, o in zip(distance, opacity)])
-    gray = np.repeat(gray[..., None], 3, axis=-1).reshape(rows.shape)
-    rows = np.concatenate([rows, gray], axis=1)
+    rows = np.concatenate([rows, depth_rgb(run.generator, distance, opacity > 0.5).reshape(
+        rows.shape)], axis=1)
   return rows.transpose(0, 1, 3, 2, 4, 5).reshape(rows.shape[0] * rows.shape[1] * resolution,
                                                   columns * resolution, 3)
 
@@ -236,9 +242,8 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
       paths.append(animation.write_video(out_dir / f"video_s{seed}.{video_format}",
                                          frames.images, fps))
     elif mode == "reel":
-      depth = np.stack([export.depth_preview(d, m, generator.near, generator.far)
-                        for d, m in zip(frames.depth, frames.mask)])
-      rows.append(np.concatenate([frames.images, np.repeat(depth[..., None], 3, -1)], axis=2))
+      rows.append(np.concatenate([frames.images, depth_rgb(generator, frames.depth, frames.mask)],
+                                 axis=2))
     elif mode == "lines":
       texture = animation.line_texture(frames.images, float(row))
       out_dir.mkdir(parents=True, exist_ok=True)

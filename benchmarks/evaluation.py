@@ -17,8 +17,8 @@ Two reference rows frame the numbers: `untrained` (the run's step-0 generator: s
 prior) and `real` (FID / KID of the first `--num_real` training images against the next
 `--num_real`, the floor a perfect generator reaches at this count, with the same flips protocol).
 A finished workdir is only re-evaluated, and rows already in `--out` (same workdir and settings)
-are kept, so steps can be added as a run reaches them; `--trained` evaluates the checkpoints of any training
-workdir (e.g. `configs/synthface.py:small`) with the config saved in it, training nothing:
+are kept, so steps can be added as a run reaches them; `--trained` evaluates the checkpoints of
+any training workdir (e.g. `configs/synthface.py:small`) with its saved config, training nothing:
 
   python benchmarks/evaluation.py --trained --workdir=/tmp/small --recon=/tmp/recon128 \
       --data_dir=/tmp/tfds --steps=500,1500,3000 --out=benchmarks/small_cpu.json

@@ -49,7 +49,7 @@ def model_dir(name: str | os.PathLike) -> pathlib.Path:
     if not path.is_dir():
       raise FileNotFoundError(f"--pretrained={name}: neither a shipped model ({', '.join(SHIPPED)})"
                               " nor a folder written by `python -m anifacegan_jax.pretrained`")
-  if not (path / GENERATOR).is_file() or not (path / CONFIG).is_file():
+  if not is_model_dir(path):
     raise FileNotFoundError(f"{path}: no {GENERATOR} / {CONFIG}; a model folder is written by "
                             "`python -m anifacegan_jax.pretrained --workdir=RUN --out=DIR`")
   return path
@@ -83,13 +83,12 @@ def _read_json(path: pathlib.Path) -> Any:
 
 
 def _config_from_json(path: pathlib.Path) -> ml_collections.ConfigDict:
+  from anifacegan_jax import checkpointing
+
   plain = _read_json(path)
   if not isinstance(plain, dict):
     raise PretrainedError(f"{path}: expected a JSON object (a config), got {type(plain).__name__}")
-  config = ml_collections.ConfigDict(plain)
-  if "stages" in config:  # JSON turns the list of stage ConfigDicts into plain dicts
-    config.stages = [ml_collections.ConfigDict(stage) for stage in config.stages]
-  return config
+  return checkpointing.config_from_json(plain)
 
 
 def _restore(path: pathlib.Path, target: Any, what: str) -> Any:
@@ -140,6 +139,12 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "
   from anifacegan_jax.models.priors import save_prior
 
   run = sampling.load_run(workdir, step)
+  if recon:  # checked before anything is written
+    recon_config = recon_training.restore_config(recon)
+    _, variables = recon_training.restore_recon(recon)
+    if recon_config.face_model != run.config.face_model:
+      raise PretrainedError(f"{recon} reads the 3DMM face_model={recon_config.face_model!r}, the "
+                            f"run imitates {run.config.face_model!r}")
   out = pathlib.Path(out).expanduser()
   out.mkdir(parents=True, exist_ok=True)
   config = run.config.copy_and_resolve_references()
@@ -156,12 +161,7 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "
   save_prior(run.prior, out / PRIOR)
   info = dict(format=FORMAT, step=run.step, workdir=str(pathlib.Path(workdir).name))
   if recon:
-    model_config = recon_training.restore_config(recon)
-    _, variables = recon_training.restore_recon(recon)
-    if model_config.face_model != run.config.face_model:
-      raise PretrainedError(f"{recon} reads the 3DMM face_model={model_config.face_model!r}, the run "
-                            f"imitates {run.config.face_model!r}")
-    _write_json(out / RECON_CONFIG, json.loads(model_config.to_json()))
+    _write_json(out / RECON_CONFIG, json.loads(recon_config.to_json()))
     _write_bytes(out / RECON, serialization.msgpack_serialize(
         serialization.to_state_dict(_host(variables))))
     info["recon"] = str(pathlib.Path(recon).name)
