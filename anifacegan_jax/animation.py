@@ -18,6 +18,8 @@ import dataclasses
 import functools
 import pathlib
 import sys
+import zipfile
+import zlib
 from typing import Callable, Sequence
 
 import jax
@@ -122,10 +124,16 @@ def _from_angles(z_exp: np.ndarray, angles: np.ndarray | None, source: str,
   if angles is None or not use_pose:
     frames = len(z_exp)
     return Trajectory(z_exp=z_exp, pitch=np.full(frames, HALF_PI), yaw=np.full(frames, HALF_PI))
-  angles = np.asarray(angles, np.float32)
+  angles = np.asarray(angles)
+  if angles.dtype.kind not in "fiu":
+    raise ValueError(f"{source}: angles must be numeric, got dtype {angles.dtype}")
+  angles = angles.astype(np.float32)
   if angles.shape != (len(z_exp), 3):
     raise ValueError(f"{source}: angles has shape {angles.shape}; expected ({len(z_exp)}, 3) "
                      "Deep3DFaceRecon Euler angles (radians), one row per exp row")
+  if not np.isfinite(angles).all():
+    bad = int(np.argwhere(~np.isfinite(angles))[0, 0])
+    raise ValueError(f"{source}: angles has NaN or infinite values (first in row {bad})")
   pitch, yaw = geometry.angles_to_camera(angles)
   return Trajectory(z_exp=z_exp, pitch=np.asarray(pitch), yaw=np.asarray(yaw))
 
@@ -159,17 +167,24 @@ def load_sequence(path: str | pathlib.Path, use_pose: bool = True) -> Trajectory
   if path.suffix != ".npz":
     raise ValueError(f"{path}: unsupported driving file; expected .npz (exp (T, 64), angles "
                      "(T, 3)), a .mat or a folder of .mat files")
-  try:
-    data = np.load(path)
-  except (OSError, ValueError) as error:
-    raise ValueError(f"{path}: not a readable .npz file ({error})") from error
-  with data:
-    if "exp" not in data:
-      raise ValueError(f"{path}: missing array 'exp' (T, 64); found {sorted(data.files)}")
-    z_exp = check_expression(data["exp"], str(path), sequence=True)
-    key = "angles" if "angles" in data else "angle" if "angle" in data else None
-    angles = data[key] if key else None
+  data = read_npz(path, "(T, 64)")
+  z_exp = check_expression(data["exp"], str(path), sequence=True)
+  angles = data.get("angles", data.get("angle"))
   return _from_angles(z_exp, angles, str(path), use_pose)
+
+
+def read_npz(path: pathlib.Path, exp_shape: str) -> dict[str, np.ndarray]:
+  """Every array of an .npz (no pickled objects), which must hold 'exp' of `exp_shape`; a
+  truncated or damaged file raises one ValueError naming it."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {name: data[name] for name in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    raise ValueError(f"{path}: not a readable .npz file ({type(error).__name__}: {error}); "
+                     f"expected numpy.savez arrays with 'exp' {exp_shape}") from None
+  if "exp" not in arrays:
+    raise ValueError(f"{path}: missing array 'exp' {exp_shape}; found {sorted(arrays)}")
+  return arrays
 
 
 def smooth(trajectory: Trajectory, window: int) -> Trajectory:
@@ -218,10 +233,7 @@ def load_expression(spec: str) -> np.ndarray:
       return coeffs.exp
     if not path.is_file():
       raise FileNotFoundError(f"{path}: no such file")
-    with np.load(path) as data:
-      if "exp" not in data:
-        raise ValueError(f"{path}: missing array 'exp' (64,); found {sorted(data.files)}")
-      return check_expression(data["exp"], str(path))
+    return check_expression(read_npz(path, "(64,)")["exp"], str(path))
   return named_expression(spec)
 
 

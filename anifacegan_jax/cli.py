@@ -4,7 +4,11 @@ one line, and user errors (missing files, bad configs) shown as messages, not tr
 from __future__ import annotations
 
 import logging as py_logging
+import pathlib
+import signal
 import sys
+import tempfile
+import threading
 import traceback
 from typing import Callable
 
@@ -14,6 +18,48 @@ from absl import app, flags, logging
 class StopRequested(RuntimeError):
   """A run stopped because a config field asked it to (e.g. config.stop_on_collapse)."""
 
+  exit_code = 2
+
+
+class Interrupted(StopRequested):
+  """A run stopped cleanly on SIGTERM or SIGINT after saving; exits 128 + the signal number."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.exit_code = 128 + signum
+
+
+class SignalStop:
+  """Context manager: SIGTERM and SIGINT ask the loop to stop after the current step.
+
+  `requested` is the signal's name once one arrived (None before); the loop checks it, saves and
+  raises `Interrupted`. A second SIGINT (Ctrl-C twice) raises KeyboardInterrupt at once. Outside
+  the main thread (where handlers cannot be installed) it does nothing.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.requested: str | None = None
+    self.signum = 0
+    self._previous = {}
+
+  def handle(self, signum, frame=None) -> None:
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
+    self.requested, self.signum = signal.Signals(signum).name, signum
+    logging.warning("%s received: stopping after this step and saving (Ctrl-C again to stop "
+                    "at once, without saving)", self.requested)
+
+  def __enter__(self) -> SignalStop:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
 
 # Errors caused by the user's input, and stops a config field asked for: shown as one line (exit
 # status 2), never a traceback.
@@ -21,11 +67,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, S
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing; a bad `--config.<field>=...` override exits with a clear message."""
+  """absl flag parsing; a missing config file, a config file that raises (e.g. an unknown
+  variant) and a bad `--config.<field>=...` override exit with a one-line message."""
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1].split(":", 1)[0]
+      if not pathlib.Path(path).expanduser().is_file():
+        sys.stderr.write(f"error: {arg}: no such config file {path} (expected e.g. "
+                         "--config=configs/synthface.py:tiny, relative to the working directory)\n")
+        sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
-    sys.stderr.write(f"error: {error}\n")
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):  # a config file's own exception
+      cause = lines[-1].split(": ", 1)[-1]
+      sys.stderr.write(f"error: {lines[0].split(': Error whilst')[0]}: {cause}\n")
+    else:
+      sys.stderr.write(f"error: {' '.join(lines)}\n")
     sys.exit(2)
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
@@ -43,6 +102,23 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.stderr.write(f"error: invalid config override {' '.join(overrides)}: {reason}. Fields must "
                      f"exist in {source} (or the defaults it builds on) and keep their type.\n")
     sys.exit(2)
+
+
+def require_writable(path: str | pathlib.Path, flag: str) -> pathlib.Path:
+  """Create `path` if needed and check a file can be written in it, before any work is done.
+
+  Raises:
+    ValueError naming the flag, for a directory that cannot be created or written.
+  """
+  path = pathlib.Path(path).expanduser()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
+      pass
+  except OSError as error:
+    raise ValueError(f"{flag}={path}: cannot write there ({error.strerror or error}); choose a "
+                     "directory you can write to") from None
+  return path
 
 
 def define_run_flags() -> None:
@@ -101,10 +177,11 @@ def run(main: Callable[[list[str]], None]) -> None:
     try:
       main(argv)
     except USER_ERRORS as error:
-      sys.stderr.write(f"error: {error}\n")
+      sys.stderr.write(f"{'stopped' if isinstance(error, Interrupted) else 'error'}: {error}\n")
+      code = getattr(error, "exit_code", 2)
       if distributed.started():
-        distributed.exit_now(2)
-      sys.exit(2)
+        distributed.exit_now(code)
+      sys.exit(code)
     except BaseException:
       if not distributed.started():
         raise

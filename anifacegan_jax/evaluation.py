@@ -212,7 +212,7 @@ def fake_features(run: Run, settings: Settings, resolution: int, variables) -> n
 def load_recon(run: Run, settings: Settings, required: bool = True):
   """(ReconNet, variables, 3DMM arrays) of --recon or the run's config.recon; None if neither is
   set and not `required`."""
-  from anifacegan_jax import train
+  from anifacegan_jax import experiment
 
   config = run.config.copy_and_resolve_references()
   if settings.recon:
@@ -224,8 +224,8 @@ def load_recon(run: Run, settings: Settings, required: bool = True):
     raise ValueError(f"the metrics {', '.join(NEEDS_RECON)} need a reconstruction network: pass "
                      "--recon=<a train_recon workdir or Deep3DFaceRecon epoch_20.pth> (train one "
                      "with `python -m anifacegan_jax.train_recon --config=configs/recon.py`)")
-  recon, variables = train.load_recon(config)
-  return recon, variables, train.load_face_model(config)
+  recon, variables = experiment.load_recon(config)
+  return recon, variables, experiment.load_face_model(config)
 
 
 def control(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:

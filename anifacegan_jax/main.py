@@ -29,12 +29,16 @@ flags.DEFINE_integer("process_id", None, "This process's id in [0, num_processes
                      "JAX_PROCESS_ID).")
 flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds after which the other processes stop "
                      "with an error when one has died.")
+flags.DEFINE_integer("step", None, "Resume from the workdir's checkpoint at this step instead "
+                     "of the newest; newer checkpoints are moved to <workdir>/checkpoints_after_"
+                     "<step>_<n>/, not deleted.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.require_writable(FLAGS.workdir, "--workdir")
   from anifacegan_jax import distributed
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
@@ -43,7 +47,7 @@ def main(argv):
   tf.config.set_visible_devices([], "GPU")
   from anifacegan_jax import train
   logging.info("config:\n%s", FLAGS.config)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.step)
 
 
 if __name__ == "__main__":

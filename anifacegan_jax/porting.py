@@ -94,6 +94,9 @@ def from_torch(state: Mapping[str, Any], layout: Layout, expected: PyTree,
   Raises:
     CheckpointLayoutError: missing or unexpected keys, or a shape that does not fit.
   """
+  if not isinstance(state, Mapping):
+    raise CheckpointLayoutError(f"{source}: holds a {type(state).__name__}; expected a state_dict "
+                                "(a dict of tensors, as torch.save(model.state_dict(), path))")
   state = _strip_prefix(state, layout)
   wanted = {key for key, _, _ in _entries(layout)}
   missing = sorted(wanted - set(state))
@@ -116,7 +119,7 @@ def from_torch_list(tensors: Sequence[Any], layout: Layout, expected: PyTree,
         f"{source}: expected {len(entries)} tensors in parameters() order, got {len(tensors)}")
   params: dict = {}
   for (key, path, is_weight), tensor in zip(entries, tensors):
-    value = np.asarray(tensor, dtype=np.float32)
+    value = torch_zip.require_finite(tensor, source, key).astype(np.float32)
     value = value.T if is_weight else value
     want = tuple(_get(expected, path).shape)
     if value.shape != want:

@@ -25,6 +25,8 @@ depth and mesh default to 2 frontal frames (neutral and the expression); video a
 frames and a ±0.35 yaw sweep. Files land in --out (default <workdir>/samples).
 """
 
+import pathlib
+
 from absl import app, flags
 
 from anifacegan_jax import cli
@@ -68,6 +70,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from anifacegan_jax import sampling
+  if FLAGS.out:
+    cli.require_writable(pathlib.Path(FLAGS.out).expanduser().parent
+                         if FLAGS.mode == "grid" else FLAGS.out, "--out")
+  else:
+    cli.require_writable(FLAGS.workdir, "--workdir")
   run = cli.given_run()
   if FLAGS.mode == "grid":
     path = sampling.write_grid(

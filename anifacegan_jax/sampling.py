@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from anifacegan_jax import animation, checkpointing, export, train
+from anifacegan_jax import animation, checkpointing, experiment, export
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
 from anifacegan_jax.models.priors import Prior
@@ -33,9 +33,9 @@ class Run:
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   """Restore config and state from `workdir` (newest checkpoint unless `step`)."""
   config = checkpointing.restore_config(workdir, step)
-  generator, discriminator = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
-  template = train.prior_template(config)
+  generator, discriminator = experiment.build_models(config)
+  g_tx, d_tx = experiment.build_optimizers(config)
+  template = experiment.prior_template(config)
   target = jax.eval_shape(lambda: ts.create_state(jax.random.key(0), generator, discriminator,
                                                   g_tx, d_tx, template))
   state = checkpointing.restore_state(workdir, target, step)
@@ -78,8 +78,8 @@ def official_run(release_dir: str | pathlib.Path, config: ml_collections.ConfigD
                                                ema_path=ema)
   if paths["identity_vae"].is_file() and paths["expression_vae"].is_file():
     prior = load_official_prior(paths["identity_vae"], paths["expression_vae"])
-  elif config.prior.startswith(train.PRIOR_FILE):
-    prior = train.prior_template(config)  # the file itself
+  elif config.prior.startswith(experiment.PRIOR_FILE):
+    prior = experiment.prior_template(config)  # the file itself
   else:
     raise FileNotFoundError(
         f"{paths['identity_vae']} / {paths['expression_vae']} not found: the official latent "

@@ -269,7 +269,11 @@ def load(path: str | os.PathLike[str], *, pickle_name: str = "data.pkl") -> Any:
     raise FileNotFoundError(f"{path}: no such file; expected a torch.save checkpoint")
   if not zipfile.is_zipfile(path):
     with open(path, "rb") as f:  # legacy torch.save files are bare pickles: b"\x80\x02..."
-      legacy = " (a pickle: the legacy pre-1.6 torch.save format)" if f.read(1) == b"\x80" else ""
+      head = f.read(4)
+    if head == b"PK\x03\x04":  # a zip archive whose end (the central directory) is missing
+      raise NotAZipError(f"{path}: a truncated or damaged zip archive (it starts like a torch.save "
+                         "checkpoint but its directory is missing); copy or download it again")
+    legacy = " (a pickle: the legacy pre-1.6 torch.save format)" if head[:1] == b"\x80" else ""
     raise NotAZipError(
         f"{path}: not a zip archive{legacy}; expected a torch.save checkpoint in the zip format "
         "of torch >= 1.6. Re-save it with `torch.save(obj, path)` from a recent torch.")
@@ -282,6 +286,18 @@ def load(path: str | os.PathLike[str], *, pickle_name: str = "data.pkl") -> Any:
       raise
     except Exception as e:  # malformed pickle from an untrusted file: say which file
       raise TorchZipError(f"{path}: cannot unpickle {pickle_name}: {e!r}") from e
+
+
+def require_finite(value: Any, source: str, key: str) -> np.ndarray:
+  """`value` (a loaded tensor) as an array, or a TorchZipError naming `source` and `key` when it
+  holds NaN or Inf (a damaged or diverged checkpoint would otherwise load silently)."""
+  array = np.asarray(value)
+  floating = array.dtype.kind in "fc" or array.dtype == ml_dtypes.bfloat16
+  if floating and not np.all(np.isfinite(array.astype(np.complex128 if array.dtype.kind == "c"
+                                                      else np.float32))):
+    raise TorchZipError(f"{source}: {key} holds NaN or infinite values (a damaged or diverged "
+                        "checkpoint)")
+  return array
 
 
 class _PickleWriter:
@@ -458,19 +474,39 @@ class _LegacyUnpickler(pickle.Unpickler):
     return str(key), int(offset)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+  """The legacy format's header and key-list pickles: ints, strings, lists and dicts only. No
+  global is looked up and no persistent id resolved, so nothing from the file can run."""
+
+  def find_class(self, module: str, name: str) -> Any:
+    raise pickle.UnpicklingError(f"global {module}.{name} in a header record (expected plain data)")
+
+  def persistent_load(self, pid: Any) -> Any:
+    raise pickle.UnpicklingError("persistent id in a header record (expected plain data)")
+
+
+def _plain_load(f: BinaryIO) -> Any:
+  return _PlainUnpickler(f).load()
+
+
 def _read_legacy(f: BinaryIO) -> dict[str, np.ndarray]:
   """Magic, protocol and sys-info pickles, the object (storages as persistent ids), the sorted
-  storage keys, then each storage as little-endian int64 numel + raw data."""
-  if pickle.load(f) != _LEGACY_MAGIC or pickle.load(f) != _LEGACY_PROTOCOL:
+  storage keys, then each storage as little-endian int64 numel + raw data. Every pickle goes
+  through a restricted unpickler (`_PlainUnpickler`, `_LegacyUnpickler`)."""
+  if _plain_load(f) != _LEGACY_MAGIC or _plain_load(f) != _LEGACY_PROTOCOL:
     raise ValueError("no legacy torch.save magic number")
-  if not pickle.load(f).get("little_endian", True):
+  info = _plain_load(f)
+  if not isinstance(info, dict) or not info.get("little_endian", True):
     raise ValueError("big-endian legacy files are not supported")
   unpickler = _LegacyUnpickler(f)
   obj = unpickler.load()
   if not isinstance(obj, dict):
     raise ValueError(f"the saved object is a {type(obj).__name__}; expected a state_dict")
   data, file_size = {}, os.fstat(f.fileno()).st_size
-  for key in pickle.load(f):
+  keys = _plain_load(f)
+  if not isinstance(keys, list):
+    raise ValueError(f"the storage key record is a {type(keys).__name__}; expected a list")
+  for key in keys:
     dtype, numel = unpickler.storages[str(key)]
     (count,) = struct.unpack("<q", f.read(8))
     if count != numel or not 0 <= count * dtype.itemsize <= file_size - f.tell():

@@ -14,36 +14,14 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from anifacegan_jax import checkpointing, cli, curriculum, pretrained
+from anifacegan_jax import checkpointing, cli, curriculum
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
-from anifacegan_jax.face3d import morphable, procedural, recon_training
-from anifacegan_jax.face3d.recon import ReconNet, load_deep3d_recon
-from anifacegan_jax.face3d.morphable import MorphableArrays
-from anifacegan_jax.models.discriminator import Discriminator
+from anifacegan_jax.experiment import (PRIOR_FILE, build_models, build_optimizers,  # noqa: F401
+                                       load_face_model, load_recon, prior_template)
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
 from anifacegan_jax.models.priors import GaussianPrior, Prior, load_prior, sample_latents
 from anifacegan_jax.types import Camera, PyTree
-
-
-def build_models(config: ml_collections.ConfigDict) -> tuple[AnimatableGenerator, Discriminator]:
-  """The generator from config.model and the discriminator for the stages' resolution."""
-  generator = AnimatableGenerator(**config.model.to_dict())
-  discriminator = Discriminator(resolution=int(config.stages[0].resolution),
-                                fade_in=bool(config.discriminator.fade_in),
-                                max_channels=int(config.discriminator.max_channels))
-  return generator, discriminator
-
-
-def build_optimizers(config: ml_collections.ConfigDict):
-  o = config.optim
-  # Configs saved before optim.manifold_lr existed trained the manifolds at g_lr.
-  return ts.make_optimizers(g_lr=o.g_lr, deform_lr=o.deform_lr, d_lr=o.d_lr,
-                            clip_norm=o.clip_norm, b1=o.b1, b2=o.b2,
-                            manifold_lr=o.get("manifold_lr", o.g_lr))
-
-
-PRIOR_FILE = "file:"
 
 
 def build_prior(config: ml_collections.ConfigDict, builder) -> Prior:
@@ -63,52 +41,16 @@ def build_prior(config: ml_collections.ConfigDict, builder) -> Prior:
       f"config.prior must be 'fit', 'standard' or 'file:<path>', got {config.prior!r}")
 
 
-def prior_template(config: ml_collections.ConfigDict) -> Prior:
-  """A prior with the structure a checkpoint of this config holds (for restore targets)."""
-  if config.prior.startswith(PRIOR_FILE):
-    return load_prior(pathlib.Path(config.prior[len(PRIOR_FILE):]).expanduser())
-  return GaussianPrior.standard()
-
-
-def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
-  """The 3DMM the imitation losses follow: config.face_model, or the procedural model."""
-  if config.face_model:
-    return morphable.load_model(pathlib.Path(config.face_model).expanduser()).arrays()
-  if config.dataset.name != "synth_faces":
-    raise curriculum.ConfigError(
-        "config.face_model is empty but the dataset is not SynthFaces: give the BFM file "
-        "(Deep3DFaceRecon's BFM/BFM_model_front.mat) or set the imitation weights to 0")
-  return procedural.load_procedural().arrays()
-
-
-def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
-  """The face-reconstruction network of L_lm named by config.recon (model, variables).
-
-  A directory is a model folder holding its reconstruction network (`anifacegan_jax.pretrained`)
-  or a `python -m anifacegan_jax.train_recon` workdir (its newest checkpoint; it must
-  have been trained for this run's 3DMM, config.face_model); a file is Deep3DFaceRecon's
-  `epoch_20.pth` (the official ResNet-50 at 224², BFM coefficients).
-  """
-  path = pathlib.Path(config.recon).expanduser()
-  if path.is_dir() and pretrained.has_recon(path):  # a model folder's own network
-    return pretrained.load_recon(path)
-  if path.is_dir():
-    saved = recon_training.restore_config(str(path)).face_model
-    if saved != config.face_model:
-      raise curriculum.ConfigError(
-          f"config.recon={config.recon} was trained for the 3DMM face_model={saved!r} but this "
-          f"run imitates face_model={config.face_model!r}: the coefficients would not match")
-    return recon_training.restore_recon(str(path))
-  if path.is_file():
-    model = ReconNet()
-    return model, load_deep3d_recon(path, model)
-  raise curriculum.ConfigError(f"config.recon={config.recon}: no such file or directory (expected "
-                               "a train_recon workdir or Deep3DFaceRecon's epoch_20.pth)")
-
-
 def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """A workdir trained with other network shapes cannot be resumed: say which field differs."""
-  saved = checkpointing.restore_config(workdir)
+  for step in reversed(checkpointing.saved_steps(workdir)):  # the newest config that reads
+    try:
+      saved = checkpointing.restore_config(workdir, step)
+      break
+    except checkpointing.CheckpointCorruptError as error:
+      logging.warning("%s", error)
+  else:
+    return  # no config reads: restore_newest_good says so
   for section in ("model", "discriminator"):
     for key, value in config[section].items():
       old = saved[section].get(key) if section in saved else None
@@ -119,16 +61,27 @@ def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def create_or_restore(config, workdir, generator, discriminator, g_tx, d_tx,
-                      prior_fn) -> ts.GanState:
-  """A fresh state, or the newest checkpoint of `workdir` (automatic resume)."""
+                      prior_fn, step: int | None = None) -> ts.GanState:
+  """A fresh state, or the newest intact checkpoint of `workdir` (automatic resume), or the
+  checkpoint at `step` (newer ones are set aside, not deleted: `checkpointing.set_aside_after`)."""
   key = jax.random.key(config.seed)
+  if step is not None and step not in checkpointing.saved_steps(workdir):
+    raise checkpointing.CheckpointNotFoundError(
+        f"--step={step}: no such checkpoint in {checkpointing.checkpoint_dir(workdir)} (saved: "
+        f"{checkpointing.saved_steps(workdir) or 'none'})")
   if checkpointing.latest_step(workdir) is None:
     return ts.create_state(key, generator, discriminator, g_tx, d_tx, prior_fn())
   _check_resumable(config, workdir)
   template = prior_template(config)
   target = jax.eval_shape(lambda: ts.create_state(key, generator, discriminator, g_tx, d_tx,
                                                   template))
-  state = checkpointing.restore_state(workdir, target)
+  if step is not None:
+    state = checkpointing.restore_state(workdir, target, step)  # checked before moving anything
+    moved = checkpointing.set_aside_after(workdir, step)
+    if moved:
+      logging.warning("--step=%d: the newer checkpoints were moved to %s", step, moved)
+  else:
+    state = checkpointing.restore_newest_good(workdir, target)
   logging.info("Resumed from %s at step %d", workdir, int(state.step))
   return state
 
@@ -166,6 +119,10 @@ def make_snapshot_fn(generator, config, state: ts.GanState):
   return run
 
 
+class NonFiniteStop(cli.StopRequested):
+  """Training stopped after config.max_nonfinite_steps consecutive skipped iterations."""
+
+
 class ManifoldCollapseError(cli.StopRequested):
   """Training stopped because the radiance manifolds left the sampled range (config asked)."""
 
@@ -201,16 +158,17 @@ def _log_metrics(writer, step, pending: list) -> dict:
   return summary
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.GanState:
-  """Train (or resume) in `workdir`; returns the final host-side state."""
-  curriculum.validate_stages(config)
-  curriculum.validate_imitation(config)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       step: int | None = None) -> ts.GanState:
+  """Train (or resume) in `workdir`, from its checkpoint at `step` if given; returns the final
+  host-side state."""
+  curriculum.validate(config)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   builder = datasets.make_builder(config)
   generator, discriminator = build_models(config)
   g_tx, d_tx = build_optimizers(config)
   state = create_or_restore(config, workdir, generator, discriminator, g_tx, d_tx,
-                            functools.partial(build_prior, config, builder))
+                            functools.partial(build_prior, config, builder), step)
   start = int(state.step)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints,
                                          config.async_checkpoints)
@@ -221,52 +179,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Ga
   devices = jax.local_device_count()
   stage, p_step, batches, pending = None, None, None, []
   face = recon = recon_variables = None
-  for step in range(start, config.num_steps):
-    index = curriculum.stage_index(config, step)
-    if index != stage:
-      stage, cfg = index, curriculum.step_config(config, index)
-      if cfg.uses_face_model and face is None:
-        face = flax.jax_utils.replicate(load_face_model(config), axis_name=ts.AXIS)
-      if cfg.uses_recon and recon is None:
-        recon, host_variables = load_recon(config)
-        recon_variables = flax.jax_utils.replicate(host_variables, axis_name=ts.AXIS)
-      teachers = ts.Teachers(face=face if cfg.uses_face_model else None,
-                             recon=recon_variables if cfg.uses_recon else None)
-      p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg,
-                                  recon=recon if cfg.uses_recon else None)
-      batches = input_pipeline.device_batches(input_pipeline.create_dataset(
-          builder, "train", global_batch_size=cfg.per_device_batch * devices * jax.process_count(),
-          resolution=cfg.resolution, random_flip=config.dataset.random_flip, seed=config.seed,
-          shuffle_buffer=config.dataset.shuffle_buffer,
-          skip_examples=examples_before(config, step, devices)))
-    replicated, metrics = p_step(replicated, next(batches), base_key, teachers)
-    pending.append(metrics)
-    done = step + 1
-    report(done, t=time.time())
-    if done % config.log_every == 0 or done == config.num_steps:
-      summary = _log_metrics(writer, done, pending)
-      pending = []
-      if summary["nonfinite_steps"] > config.max_nonfinite_steps:
-        _save(manager, done, replicated, config, force=True)
-        raise FloatingPointError(
-            f"{int(summary['nonfinite_steps'])} iterations had non-finite losses or gradients "
-            f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); the state at this step is "
-            f"saved in {checkpointing.checkpoint_dir(workdir)}")
-      try:
-        check_manifolds(summary, done, config, checkpointing.checkpoint_dir(workdir))
-      except ManifoldCollapseError:
-        _save(manager, done, replicated, config, force=True)
+  with cli.SignalStop() as stop:
+    for step in range(start, config.num_steps):
+      index = curriculum.stage_index(config, step)
+      if index != stage:
+        stage, cfg = index, curriculum.step_config(config, index)
+        if cfg.uses_face_model and face is None:
+          face = flax.jax_utils.replicate(load_face_model(config), axis_name=ts.AXIS)
+        if cfg.uses_recon and recon is None:
+          recon, host_variables = load_recon(config)
+          recon_variables = flax.jax_utils.replicate(host_variables, axis_name=ts.AXIS)
+        teachers = ts.Teachers(face=face if cfg.uses_face_model else None,
+                               recon=recon_variables if cfg.uses_recon else None)
+        p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg,
+                                    recon=recon if cfg.uses_recon else None)
+        batches = input_pipeline.device_batches(input_pipeline.create_dataset(
+            builder, "train",
+            global_batch_size=cfg.per_device_batch * devices * jax.process_count(),
+            resolution=cfg.resolution, random_flip=config.dataset.random_flip, seed=config.seed,
+            shuffle_buffer=config.dataset.shuffle_buffer,
+            skip_examples=examples_before(config, step, devices)))
+      replicated, metrics = p_step(replicated, next(batches), base_key, teachers)
+      pending.append(metrics)
+      done = step + 1
+      report(done, t=time.time())
+      skipped = int(metrics["nonfinite_steps"][0])  # consecutive skipped updates, up to this one
+      if skipped and skipped >= max(1, config.max_nonfinite_steps):
+        _log_metrics(writer, done, pending)
+        _save(manager, done, replicated, config, force=True)  # skipped updates: the last good state
         manager.wait_until_finished()
-        raise
-    if jax.process_index() == 0 and (done % config.snapshot_every == 0
-                                     or done == config.num_steps):
-      host = flax.jax_utils.unreplicate(replicated)  # local: no collective, process 0 only
-      writer.write_images(done, {"samples": np.asarray(snapshot(host.ema_params, host.prior))})
-    if done % config.checkpoint_every == 0 or done == config.num_steps:
-      _save(manager, done, replicated, config)
+        raise NonFiniteStop(
+            f"step {done}: {skipped} consecutive iterations had non-finite losses, gradients or "
+            f"updated parameters and were skipped (config.max_nonfinite_steps="
+            f"{config.max_nonfinite_steps}); the parameters of the last good iteration are saved in "
+            f"{checkpointing.checkpoint_dir(workdir)}/{done}. Lower the learning rates "
+            "(config.optim.*_lr) or check the data for NaN.")
+      if done % config.log_every == 0 or done == config.num_steps:
+        summary = _log_metrics(writer, done, pending)
+        pending = []
+        try:
+          check_manifolds(summary, done, config, checkpointing.checkpoint_dir(workdir))
+        except ManifoldCollapseError:
+          _save(manager, done, replicated, config, force=True)
+          manager.wait_until_finished()
+          raise
+      if jax.process_index() == 0 and (done % config.snapshot_every == 0
+                                       or done == config.num_steps):
+        host = flax.jax_utils.unreplicate(replicated)  # local: no collective, process 0 only
+        writer.write_images(done, {"samples": np.asarray(snapshot(host.ema_params, host.prior))})
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        _save(manager, done, replicated, config)
+      if _stop_now(stop, done, config):
+        if manager.latest_step() != done:
+          _save(manager, done, replicated, config, force=True)
+        manager.wait_until_finished()
+        writer.flush()
+        raise cli.Interrupted(
+            f"{stop.requested or 'a signal to another process'} at step {done}: the state is "
+            f"saved in {checkpointing.checkpoint_dir(workdir)}/{done}; the same command resumes "
+            "it", stop.signum or 15)
   manager.wait_until_finished()
   writer.flush()
   return jax.device_get(flax.jax_utils.unreplicate(replicated))
+
+
+def _stop_now(stop: cli.SignalStop, step: int, config) -> bool:
+  """Whether to stop after this step on a signal: at once with one process; with several, at a
+  log_every boundary when any of them got one (every process asks there, and they save together)."""
+  if jax.process_count() == 1:
+    return stop.requested is not None
+  if step % config.log_every:
+    return False
+  from jax.experimental import multihost_utils
+  flags = multihost_utils.process_allgather(np.array(stop.requested is not None, np.int32))
+  return bool(np.any(flags))
 
 
 def _save(manager, step: int, replicated: PyTree, config, force: bool = False) -> None:

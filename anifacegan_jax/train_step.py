@@ -126,7 +126,8 @@ class GanState:
     g_opt_state, d_opt_state: optax states.
     ema_params: EMA of g_params (used for sampling and evaluation).
     prior: the latent prior z_id, z_exp are drawn from.
-    nonfinite: () int32 number of iterations skipped because a loss or gradient was not finite.
+    nonfinite: () int32 number of consecutive iterations, up to this one, whose update was
+      skipped (a non-finite loss, gradient or updated parameter); 0 after a clean iteration.
   """
 
   step: Array
@@ -197,11 +198,15 @@ def _all_finite(tree: PyTree) -> Array:
 
 
 def _apply(tx, params, opt_state, grads, ok):
-  """Optimizer update, or nothing when `ok` is False (a non-finite loss or gradient)."""
+  """Optimizer update, or nothing when `ok` is False (a non-finite loss or gradient) or the
+  updated parameters or optimizer state would not be finite (e.g. a learning rate that
+  overflows); returns (params, opt_state, whether the update was applied)."""
   updates, new_opt_state = tx.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
+  ok = ok & _all_finite(new_params) & _all_finite(new_opt_state)
+  ok = jax.lax.pmin(ok.astype(jnp.int32), AXIS).astype(bool)
   keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-  return keep(new_params, params), keep(new_opt_state, opt_state)
+  return keep(new_params, params), keep(new_opt_state, opt_state), ok
 
 
 def d_step(state: GanState, batch: Batch, key: PRNGKey, *, generator, discriminator, d_tx,
@@ -228,7 +233,7 @@ def d_step(state: GanState, batch: Batch, key: PRNGKey, *, generator, discrimina
   grads = jax.lax.pmean(grads, AXIS)
   ok = jnp.isfinite(loss) & _all_finite(grads)
   ok = jax.lax.pmin(ok.astype(jnp.int32), AXIS).astype(bool)
-  d_params, d_opt_state = _apply(d_tx, state.d_params, state.d_opt_state, grads, ok)
+  d_params, d_opt_state, ok = _apply(d_tx, state.d_params, state.d_opt_state, grads, ok)
   metrics = dict(terms, d_loss=loss, d_grad_norm=optax.tree.norm(grads), fade_alpha=alpha,
                  d_ok=ok.astype(jnp.float32))
   return state.replace(d_params=d_params, d_opt_state=d_opt_state), metrics
@@ -372,7 +377,7 @@ def g_step(state: GanState, key: PRNGKey, teachers: Teachers | None = None, *, g
   grads = jax.lax.pmean(grads, AXIS)
   ok = jnp.isfinite(loss) & _all_finite(grads)
   ok = jax.lax.pmin(ok.astype(jnp.int32), AXIS).astype(bool)
-  g_params, g_opt_state = _apply(g_tx, state.g_params, state.g_opt_state, grads, ok)
+  g_params, g_opt_state, ok = _apply(g_tx, state.g_params, state.g_opt_state, grads, ok)
   count = state.step.astype(jnp.float32)
   decay = jnp.minimum(cfg.ema_decay, (1.0 + count) / (10.0 + count))
   ema = jax.tree_util.tree_map(lambda e, p: jnp.where(ok, decay * e + (1 - decay) * p, e),
@@ -398,7 +403,7 @@ def train_step(state: GanState, batch: Batch, key: PRNGKey, teachers: Teachers |
   state, g_metrics = g_step(state, key_g, teachers, generator=generator,
                             discriminator=discriminator, g_tx=g_tx, cfg=cfg, recon=recon)
   skipped = 1 - (d_metrics["d_ok"] * g_metrics["g_ok"]).astype(jnp.int32)
-  state = state.replace(step=state.step + 1, nonfinite=state.nonfinite + skipped)
+  state = state.replace(step=state.step + 1, nonfinite=(state.nonfinite + 1) * skipped)
   metrics = jax.lax.pmean({**d_metrics, **g_metrics}, AXIS)
   metrics["nonfinite_steps"] = state.nonfinite.astype(jnp.float32)
   return state, metrics

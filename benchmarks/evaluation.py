@@ -44,7 +44,7 @@ from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from anifacegan_jax import checkpointing, evaluation, sampling, train  # noqa: E402
+from anifacegan_jax import checkpointing, evaluation, experiment, sampling, train  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.metrics import fid as fid_lib  # noqa: E402
 from anifacegan_jax.metrics import fid_weights, inception  # noqa: E402
@@ -54,8 +54,8 @@ import imitation  # noqa: E402  (benchmarks/imitation.py: the arm's config and m
 
 def untrained_run(run: sampling.Run) -> sampling.Run:
   """`run` with the EMA weights of its step 0 (the config's seed, as `train.create_or_restore`)."""
-  generator, discriminator = train.build_models(run.config)
-  g_tx, d_tx = train.build_optimizers(run.config)
+  generator, discriminator = experiment.build_models(run.config)
+  g_tx, d_tx = experiment.build_optimizers(run.config)
   state = ts.create_state(jax.random.key(run.config.seed), generator, discriminator, g_tx, d_tx,
                           run.prior)
   return sampling.Run(config=run.config, generator=run.generator, ema_params=state.ema_params,

@@ -109,7 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_snapshot = 8  # fixed latents rendered in each snapshot
   config.psi = 0.7  # truncation ψ for snapshots and `sample`
   config.psi_samples = 10_000  # mapped codes averaged for the truncation centre
-  config.max_nonfinite_steps = 20  # stop after this many skipped (non-finite) iterations
+  config.max_nonfinite_steps = 20  # stop after this many consecutive skipped iterations
   config.collapse_crossings = 0.2  # warn when the logged fraction of ray-manifold crossings falls
   #                                  under this (the manifolds are leaving [near, far]); 0: never
   config.stop_on_collapse = False  # and then stop (state saved) instead of training on

@@ -2,6 +2,9 @@
 
   --config=configs/synthface.py        64², the default schedule
   --config=configs/synthface.py:small  the shipped model: ≤ 2 h on a 2-core CPU, 16² training
+  --config=configs/synthface.py:small64  the same networks trained at 64² with L_lm through the
+                                       shipped reconstruction network (an accelerator's minutes:
+                                       benchmarks/train_device.py)
   --config=configs/synthface.py:tiny   minutes on a 2-core CPU: 16² images, small networks
 """
 
@@ -17,8 +20,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     return config
   if variant == "small":
     return _small(config)
+  if variant == "small64":
+    return _small64(_small(config))
   if variant != "tiny":
-    raise ValueError(f"unknown synthface variant {variant!r}: use '', 'small' or 'tiny'")
+    raise ValueError(
+        f"unknown synthface variant {variant!r}: use '', 'small', 'small64' or 'tiny'")
   config.dataset.config = "32"
   config.dataset.num_train = 256
   config.dataset.num_test = 16
@@ -69,4 +75,17 @@ def _small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The reconstruction network cannot read 16² faces (on real SynthFaces images at 16² its exp
   # RMSE is 0.140, chance 0.148; at 64² 0.109: BENCHMARKS.md): control is read from 64² renders.
   config.eval_resolution = 64
+  return config
+
+
+def _small64(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`small` at 64²: what the reconstruction network can read, so control can be learned (L_lm)
+  and measured at the training resolution (BENCHMARKS.md "The small SynthFaces model")."""
+  config.stages[0].resolution = 64
+  config.imitation.landmark_weight = 1e4  # L_lm, Eq. 7 (O(0.1-1) at this weight)
+  config.recon = "synthfaces"  # the shipped model's reconstruction network (128² SynthFaces)
+  config.num_steps = 3000
+  config.checkpoint_every = 1000
+  config.snapshot_every = 1000
+  config.eval_resolution = 0  # the training resolution
   return config

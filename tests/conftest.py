@@ -26,6 +26,12 @@ REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / 
 
 
 @pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """tfds data_dir of the end-to-end tests (the tiny SynthFaces set is prepared on first use)."""
+  return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
 def reference_dir() -> pathlib.Path:
   """../shared/reference beside the repository (the released checkpoints and coefficient files)."""
   if not REFERENCE_DIR.is_dir():

@@ -21,11 +21,6 @@ from conftest import save_recon_run
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
-
-
 def _config(data_dir, num_steps, checkpoint_every=1):
   config = synthface.get_config("tiny")
   config.dataset.data_dir = str(data_dir)
@@ -60,6 +55,21 @@ def test_stopped_run_resumes_with_identical_results(tmp_path, data_dir, uninterr
   _assert_same_state(resumed, reference)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())[-1] == "5"
   assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_resume_from_an_older_step_sets_newer_checkpoints_aside(tmp_path, data_dir,
+                                                                uninterrupted):
+  import shutil
+  workdir, reference = uninterrupted
+  shutil.copytree(workdir, tmp_path / "run")
+  saved = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
+  assert saved[-1] == 5 and 3 in saved
+  with pytest.raises(FileNotFoundError, match="--step=1: no such checkpoint"):
+    train.train_and_evaluate(_config(data_dir, 5), str(tmp_path / "run"), step=1)
+  resumed = train.train_and_evaluate(_config(data_dir, 5), str(tmp_path / "run"), step=3)
+  _assert_same_state(resumed, reference)  # steps 4 and 5 again, bit for bit
+  aside = tmp_path / "run" / "checkpoints_after_3_0"
+  assert sorted(p.name for p in aside.iterdir()) == [str(s) for s in saved if s > 3]
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, data_dir, uninterrupted):
@@ -242,13 +252,28 @@ def test_config_typo_and_missing_checkpoint_fail_clearly(tmp_path):
   assert "Traceback" not in empty.stderr
 
 
-def test_training_stops_after_too_many_nonfinite_steps(tmp_path, data_dir):
+def test_training_stops_after_consecutive_nonfinite_steps_with_the_last_good_state(tmp_path,
+                                                                                  data_dir):
   config = _config(data_dir, 6)
-  config.optim.d_lr = float("nan")  # the first D update poisons D; later losses are NaN
-  config.max_nonfinite_steps = 0
-  with pytest.raises(FloatingPointError, match="non-finite losses or gradients"):
+  config.optim.g_lr = 1e39  # finite gradients, an overflowing update: every G step is skipped
+  config.max_nonfinite_steps = 2
+  with pytest.raises(train.NonFiniteStop, match="step 2: 2 consecutive iterations") as stop:
     train.train_and_evaluate(config, str(tmp_path))
-  assert (tmp_path / "checkpoints").is_dir()  # the state at the stop is saved
+  assert len(str(stop.value).splitlines()) == 1
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2]
+  from anifacegan_jax import checkpointing
+  generator, discriminator = train.build_models(config)
+  g_tx, d_tx = train.build_optimizers(config)
+  target = jax.eval_shape(lambda: train.ts.create_state(
+      jax.random.key(0), generator, discriminator, g_tx, d_tx, train.prior_template(config)))
+  initial = train.ts.create_state(jax.random.key(config.seed), generator, discriminator, g_tx,
+                                  d_tx, train.prior_template(config))
+  for step in (1, 2):  # checksummed, finite, and the generator never took the bad update
+    saved = checkpointing.restore_state(tmp_path, target, step)
+    for a, b in zip(jax.tree_util.tree_leaves(saved.g_params),
+                    jax.tree_util.tree_leaves(initial.g_params)):
+      np.testing.assert_array_equal(a, b)
+    assert int(saved.nonfinite) == step
 
 
 def test_training_with_the_landmark_loss_logs_it(tmp_path, data_dir):

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from anifacegan_jax import checkpointing, curriculum, train
+from anifacegan_jax import checkpointing, curriculum, experiment, train
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.models.priors import GaussianPrior, save_prior
 from anifacegan_jax.models.vae import VAEPrior
@@ -30,14 +30,14 @@ def test_prior_from_file_restores_through_a_checkpoint(tmp_path, config):
   config.prior = f"file:{tmp_path / 'prior.npz'}"
   loaded = train.build_prior(config, builder=None)
   assert isinstance(loaded, VAEPrior)
-  generator, discriminator = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
+  generator, discriminator = experiment.build_models(config)
+  g_tx, d_tx = experiment.build_optimizers(config)
   state = ts.create_state(jax.random.key(1), generator, discriminator, g_tx, d_tx, loaded)
   manager = checkpointing.create_manager(tmp_path / "run", async_save=False)
   checkpointing.save(manager, 1, state, config)
   manager.wait_until_finished()
   target = jax.eval_shape(lambda: ts.create_state(jax.random.key(1), generator, discriminator,
-                                                  g_tx, d_tx, train.prior_template(config)))
+                                                  g_tx, d_tx, experiment.prior_template(config)))
   restored = checkpointing.restore_state(tmp_path / "run", target)
   key = jax.random.key(2)
   np.testing.assert_allclose(restored.prior.sample_exp(key, 3), prior.sample_exp(key, 3),
@@ -62,7 +62,7 @@ def test_stage_validation_names_the_problem(config):
 def test_face_model_required_for_real_data(config):
   config.dataset.name = "ffhq_faces"
   with pytest.raises(curriculum.ConfigError, match="config.face_model is empty"):
-    train.load_face_model(config)
+    experiment.load_face_model(config)
 
 
 def test_examples_before_follows_the_curriculum(config):
@@ -88,19 +88,19 @@ def test_landmark_loss_settings_are_validated(config):
 def test_recon_network_loads_from_a_workdir_or_fails_clearly(tmp_path, config):
   model, state = save_recon_run(tmp_path / "recon")
   config.recon = str(tmp_path / "recon")
-  loaded, variables = train.load_recon(config)
+  loaded, variables = experiment.load_recon(config)
   assert loaded == model
   jax.tree_util.tree_map(np.testing.assert_array_equal, variables, state.variables)
   config.face_model = "/data/BFM_model_front.mat"
   with pytest.raises(curriculum.ConfigError, match="trained for the 3DMM face_model=''"):
-    train.load_recon(config)
+    experiment.load_recon(config)
   config.recon = str(tmp_path / "missing")
   with pytest.raises(curriculum.ConfigError, match="missing: no such file or directory"):
-    train.load_recon(config)
+    experiment.load_recon(config)
   (tmp_path / "epoch_20.pth").write_bytes(b"not a checkpoint")
   config.recon = str(tmp_path / "epoch_20.pth")
   with pytest.raises(Exception, match="epoch_20.pth: not a zip archive"):
-    train.load_recon(config)
+    experiment.load_recon(config)
 
 
 def test_collapse_check_warns_names_causes_and_stops_when_asked(config, caplog):
@@ -175,8 +175,8 @@ def test_tiny_run_with_imitation_keeps_its_manifolds(tmp_path):
 
 def test_checkpoint_of_another_state_layout_fails_clearly(tmp_path, config):
   import optax
-  generator, discriminator = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
+  generator, discriminator = experiment.build_models(config)
+  g_tx, d_tx = experiment.build_optimizers(config)
   old = ts.create_state(jax.random.key(0), generator, discriminator, optax.adam(1e-4), d_tx)
   manager = checkpointing.create_manager(tmp_path, async_save=False)
   checkpointing.save(manager, 3, old, config)

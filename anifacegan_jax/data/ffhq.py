@@ -7,9 +7,10 @@ and lm68. Pose: φ = π/2 − (angle_x − 0.1), θ = π/2 + angle_y (SPEC §1.1
     <manual_dir>/images/00000.png ...      aligned RGB crops (square, any size ≥ the config's)
     <manual_dir>/mats/00000.mat ...        Deep3DFaceRecon results, same stems
 
-Build with `tfds.builder('ffhq_faces/128', data_dir=..., config=...)` and
-`download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))`, or with
-`python -m anifacegan_jax.data.prepare`. Landmarks are stored scaled from Deep3DFaceRecon's 224-px
+Training prepares it on first use: `python -m anifacegan_jax.main --config=configs/ffhq.py
+--workdir=W --config.dataset.manual_dir=<manual_dir>` (README "Real data"). By hand:
+`FfhqFaces(config='128', data_dir=...).download_and_prepare(
+download_config=tfds.download.DownloadConfig(manual_dir=...))`. Landmarks are stored scaled from Deep3DFaceRecon's 224-px
 crop to the image size (the aligned crops share that crop's framing).
 """
 

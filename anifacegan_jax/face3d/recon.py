@@ -272,7 +272,7 @@ def from_state_dict(state: Mapping[str, Any], expected: PyTree, source: str) -> 
         f"{unexpected[:8]}{' …' if len(unexpected) > 8 else ''}")
   variables: dict = {}
   for key, collection, path, is_kernel in entries:
-    value = np.asarray(state[key], np.float32)
+    value = torch_zip.require_finite(state[key], source, key).astype(np.float32)
     want = tuple(_get(expected[collection], path).shape)
     official = (want[3], want[2], want[0], want[1]) if is_kernel else want
     if value.shape != official:

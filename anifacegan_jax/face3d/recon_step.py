@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
 import flax.struct
 import jax
@@ -101,6 +101,12 @@ def train_step(state: ReconState, batch: dict, arrays: MorphableArrays, *, model
   return new, dict(loss=loss, **terms, nonfinite_steps=new.nonfinite)
 
 
+def build_model(m: Mapping[str, Any]) -> ReconNet:
+  """The network of a `train_recon` config's `model` section (a ConfigDict or its JSON dict)."""
+  return ReconNet(kind=m["kind"], stage_sizes=tuple(m["stage_sizes"]), width=int(m["width"]),
+                  input_size=int(m["input_size"]), stem_pool=bool(m.get("stem_pool", True)))
+
+
 def load_trained(workdir: str | pathlib.Path) -> tuple[ReconNet, PyTree, dict]:
   """(model, variables {'params', 'batch_stats'}, config as a dict) of the newest checkpoint of a
   reconstruction run (`train_recon` or `benchmarks/recon_device.py`), without tfds or configs."""
@@ -111,9 +117,7 @@ def load_trained(workdir: str | pathlib.Path) -> tuple[ReconNet, PyTree, dict]:
         f"anifacegan_jax.train_recon --config=configs/recon.py --workdir={workdir}`")
   manager = checkpointing.create_manager(workdir, read_only=True)
   config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-  m = config["model"]
-  model = ReconNet(kind=m["kind"], stage_sizes=tuple(m["stage_sizes"]), width=int(m["width"]),
-                   input_size=int(m["input_size"]), stem_pool=bool(m.get("stem_pool", True)))
+  model = build_model(config["model"])
   tx = make_optimizer(1.0, 1, 2)  # only the optimizer state's structure matters here
   target = jax.eval_shape(lambda: create_state(jax.random.key(0), model, tx))
   state = checkpointing.restore_state(workdir, target, step)

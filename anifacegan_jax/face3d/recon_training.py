@@ -37,7 +37,7 @@ from clu import metric_writers, periodic_actions
 
 from anifacegan_jax import checkpointing
 from anifacegan_jax.data import input_pipeline, synthface
-from anifacegan_jax.face3d import morphable, procedural
+from anifacegan_jax.face3d import morphable, procedural, recon_step
 from anifacegan_jax.face3d.morphable import MorphableArrays, MorphableModel
 from anifacegan_jax.face3d.recon import ReconNet
 from anifacegan_jax.face3d.recon_step import (LossWeights, ReconState, create_state, images_01,
@@ -54,9 +54,7 @@ class ReconConfigError(ValueError):
 
 
 def build_model(config: ml_collections.ConfigDict) -> ReconNet:
-  m = config.model
-  return ReconNet(kind=m.kind, stage_sizes=tuple(m.stage_sizes), width=int(m.width),
-                  input_size=int(m.input_size), stem_pool=bool(m.stem_pool))
+  return recon_step.build_model(config.model)
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

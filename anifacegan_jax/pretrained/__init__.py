@@ -135,19 +135,34 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "
   `step`), and the `train_recon` network in `recon` if given, into the folder `out`;
   `eval_resolution` replaces the config's (the render size the network reads)."""
   from anifacegan_jax import sampling
-  from anifacegan_jax.face3d import recon_training
-  from anifacegan_jax.models.priors import save_prior
+  from anifacegan_jax.face3d import recon_step
 
   run = sampling.load_run(workdir, step)
+  recon_parts = None
   if recon:  # checked before anything is written
-    recon_config = recon_training.restore_config(recon)
-    _, variables = recon_training.restore_recon(recon)
-    if recon_config.face_model != run.config.face_model:
-      raise PretrainedError(f"{recon} reads the 3DMM face_model={recon_config.face_model!r}, the "
-                            f"run imitates {run.config.face_model!r}")
+    _, variables, recon_config = recon_step.load_trained(recon)
+    recon_parts = (recon_config, variables, str(pathlib.Path(recon).name))
+  return write(out, run.config, run.ema_params, run.prior, step=run.step,
+               source=str(pathlib.Path(workdir).name), recon=recon_parts,
+               eval_resolution=eval_resolution)
+
+
+def write(out: str | os.PathLike, config: ml_collections.ConfigDict, ema_params: Any, prior: Any,
+          *, step: int, source: str, recon: tuple[dict, Any, str] | None = None,
+          eval_resolution: int | None = None) -> pathlib.Path:
+  """Write a model folder from a run's parts in memory (`export` reads them from a workdir).
+
+  Args:
+    recon: optional (its `train_recon` config as a dict, its variables, where it came from).
+  """
+  from anifacegan_jax.models.priors import save_prior
+
+  if recon is not None and recon[0].get("face_model", "") != config.face_model:
+    raise PretrainedError(f"{recon[2]} reads the 3DMM face_model={recon[0].get('face_model')!r}, "
+                          f"the run imitates {config.face_model!r}")
   out = pathlib.Path(out).expanduser()
   out.mkdir(parents=True, exist_ok=True)
-  config = run.config.copy_and_resolve_references()
+  config = config.copy_and_resolve_references()
   with config.unlocked():
     config.dataset.data_dir = ""  # a path on the machine that trained it
     config.recon = ""  # the shipped network (if any) is found in the folder itself
@@ -157,19 +172,31 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "
     config.prior = "fit"  # the prior ships as prior.npz; the file path means nothing elsewhere
   _write_json(out / CONFIG, json.loads(config.to_json()))
   _write_bytes(out / GENERATOR, serialization.msgpack_serialize(
-      serialization.to_state_dict(_host(run.ema_params))))
-  save_prior(run.prior, out / PRIOR)
-  info = dict(format=FORMAT, step=run.step, workdir=str(pathlib.Path(workdir).name))
-  if recon:
-    _write_json(out / RECON_CONFIG, json.loads(recon_config.to_json()))
+      serialization.to_state_dict(_host(ema_params))))
+  save_prior(prior, out / PRIOR)
+  info = dict(format=FORMAT, step=int(step), workdir=source)
+  if recon is not None:
+    recon_config, variables, recon_source = recon
+    _write_json(out / RECON_CONFIG, json.loads(json.dumps(_plain(recon_config))))
     _write_bytes(out / RECON, serialization.msgpack_serialize(
         serialization.to_state_dict(_host(variables))))
-    info["recon"] = str(pathlib.Path(recon).name)
+    info["recon"] = recon_source
   else:
     for name in (RECON, RECON_CONFIG):
       (out / name).unlink(missing_ok=True)
   _write_json(out / INFO, info)
   return out
+
+
+def _plain(value: Any) -> Any:
+  """A config (ConfigDict or nested dicts/tuples) as JSON-ready dicts and lists."""
+  if isinstance(value, ml_collections.ConfigDict):
+    return json.loads(value.to_json())
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  return value
 
 
 def load_run(name: str | os.PathLike):
@@ -178,7 +205,7 @@ def load_run(name: str | os.PathLike):
   Raises:
     FileNotFoundError naming the folder or file; PretrainedError for a file that does not fit.
   """
-  from anifacegan_jax import sampling, train
+  from anifacegan_jax import experiment, sampling
   from anifacegan_jax import train_step as ts
   from anifacegan_jax.models.priors import load_prior
 
@@ -192,13 +219,13 @@ def load_run(name: str | os.PathLike):
     config.recon = str(path) if has_recon(path) else ""
     config.prior = "fit"  # the prior is prior.npz; the config's only decides the restore target
   try:
-    generator, discriminator = train.build_models(config)
-    g_tx, d_tx = train.build_optimizers(config)
+    generator, discriminator = experiment.build_models(config)
+    g_tx, d_tx = experiment.build_optimizers(config)
   except (AttributeError, KeyError, TypeError) as error:
     raise PretrainedError(f"{path / CONFIG}: not a run config this version reads ({error!r})"
                           ) from error
   target = jax.eval_shape(lambda: ts.create_state(
-      jax.random.key(0), generator, discriminator, g_tx, d_tx, train.prior_template(config)))
+      jax.random.key(0), generator, discriminator, g_tx, d_tx, experiment.prior_template(config)))
   params = _restore(path / GENERATOR, target.ema_params, "the EMA generator parameters")
   prior = load_prior(path / PRIOR)
   return sampling.Run(config=config, generator=generator, ema_params=params, prior=prior,
@@ -207,7 +234,7 @@ def load_run(name: str | os.PathLike):
 
 def load_recon(path: str | os.PathLike):
   """(ReconNet, variables) of the reconstruction network in a model folder."""
-  from anifacegan_jax.face3d import recon_training
+  from anifacegan_jax.face3d import recon_step
   from anifacegan_jax.face3d.recon import init_recon
 
   path = pathlib.Path(path)
@@ -216,7 +243,7 @@ def load_recon(path: str | os.PathLike):
                             "`python -m anifacegan_jax.pretrained --recon=...`)")
   config = _config_from_json(path / RECON_CONFIG)
   try:
-    model = recon_training.build_model(config)
+    model = recon_step.build_model(config.model)
   except (AttributeError, KeyError, TypeError) as error:
     raise PretrainedError(f"{path / RECON_CONFIG}: not a train_recon config ({error!r})") from error
   target = jax.eval_shape(lambda: init_recon(model, jax.random.key(0)))

@@ -1,0 +1,227 @@
+"""Train a SynthFaces config on an accelerator with no TensorFlow, tfds or clu; write model folders.
+
+  python benchmarks/train_device.py --config=configs/synthface.py:small64 --out=$OUT --seconds=300
+
+An accelerator image may hold JAX, Flax, Optax and Orbax but no TensorFlow (ml_collections travels
+as a wheel). This script renders `--num_images` SynthFaces training examples in-process (the tfds
+builder's examples 0..N-1 at the stored resolution config.dataset.config, area-resampled to the
+training resolution as the input pipeline does; not mirrored), fits the Gaussian prior to their
+coefficients (config.prior 'fit'), and runs the training loop's own parts (`experiment`'s models,
+optimizers, 3DMM and reconstruction network, `curriculum.step_config`, the pmapped `train_step`)
+for config.num_steps iterations or `--seconds` of training, whichever ends first. The scalars are
+logged every config.log_every iterations to <out>/log.jsonl. At every config.checkpoint_every and
+at the end it writes the EMA generator as a model folder (`pretrained.write`, packed as
+<out>/model_<step>.tar) with a row of frontal samples, and measures the `evaluate` metrics that need
+no real images (control, ds, consistency, geometry), all in <out>/record.json. Back on a machine
+with the dataset, FID follows from the folder:
+
+  mkdir M && tar -xf model_3000.tar -C M && python -m anifacegan_jax.evaluate --pretrained=M \
+      --workdir=E --metrics=fid,kid,control,ds,consistency,geometry
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pathlib
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+
+import flax.jax_utils
+import jax
+import numpy as np
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from anifacegan_jax import curriculum, evaluation, experiment, pretrained, sampling  # noqa: E402
+from anifacegan_jax import train_step as ts  # noqa: E402
+from anifacegan_jax.face3d import synthetic  # noqa: E402
+from anifacegan_jax.models.priors import GaussianPrior  # noqa: E402
+from anifacegan_jax.types import Batch  # noqa: E402
+
+DEVICE_METRICS = ("control", "ds", "consistency", "geometry")
+
+
+def load_config(spec: str, steps: int | None):
+  """`configs/<file>.py[:variant]` as `--config` of main, with config.num_steps optionally set."""
+  path, _, variant = spec.partition(":")
+  path = pathlib.Path(path)
+  if not (ROOT / path).is_file() and not path.is_file():
+    raise SystemExit(f"--config={spec}: no such file {path} (expected configs/<name>.py[:variant])")
+  module = importlib.import_module(".".join(path.with_suffix("").parts[-2:]))
+  config = module.get_config(variant)
+  if steps is not None:
+    config.num_steps = steps
+  curriculum.validate(config)
+  if len(config.stages) != 1:
+    raise SystemExit(f"--config={spec}: {len(config.stages)} stages; this script trains one")
+  if config.dataset.name != "synth_faces" or config.prior != "fit":
+    raise SystemExit(f"--config={spec}: needs dataset.name 'synth_faces' and prior 'fit' (got "
+                     f"{config.dataset.name!r}, {config.prior!r})")
+  return config
+
+
+def area_resize(images: np.ndarray, resolution: int) -> np.ndarray:
+  """uint8 (N, S, S, 3) → float32 (N, R, R, 3) in [-1, 1], means over S/R × S/R blocks (the
+  input pipeline's area resampling for an integer factor)."""
+  source = images.shape[1]
+  if source % resolution:
+    raise SystemExit(f"stored resolution {source} is not a multiple of the training {resolution}")
+  f = source // resolution
+  x = images.astype(np.float32).reshape(len(images), resolution, f, resolution, f, 3).mean((2, 4))
+  return x / 127.5 - 1.0
+
+
+def synthfaces(config, num: int, resolution: int, workers: int) -> dict:
+  data = synthetic.generate_many("train", num, int(config.dataset.config), workers)
+  scale = resolution / data["image"].shape[1]
+  return dict(image=area_resize(data["image"], resolution), pose=data["pose"].astype(np.float32),
+              coefficients=data["coefficients"].astype(np.float32),
+              landmarks=((data["landmarks"] + 0.5) * scale - 0.5).astype(np.float32))
+
+
+def write_model(out: pathlib.Path, config, host, step: int) -> pathlib.Path:
+  """The EMA generator as a model folder, packed as <out>/model_<step>.tar (flat members)."""
+  tar_path = out / f"model_{step}.tar"
+  with tempfile.TemporaryDirectory() as tmp:
+    folder = pretrained.write(tmp, config, host.ema_params, host.prior, step=step,
+                              source="train_device")
+    with tarfile.open(tar_path, "w") as tar:
+      for file in sorted(folder.iterdir()):
+        tar.add(file, arcname=file.name)
+  return tar_path
+
+
+def samples_row(run: sampling.Run, num: int) -> np.ndarray:
+  """uint8 (R, num·R, 3): frontal samples of the fixed snapshot latents (ψ = 1)."""
+  from anifacegan_jax.models.generator import render
+  from anifacegan_jax.models.priors import sample_latents
+  from anifacegan_jax.types import Camera
+
+  latents = sample_latents(run.prior, jax.random.key(run.config.seed + 1), num)
+  resolution = int(run.config.stages[0].resolution)
+  image = render(run.generator, {"params": run.ema_params}, latents, Camera.frontal(num),
+                 resolution=resolution, chunk_size=int(run.config.chunk_size),
+                 lock_view=True).image
+  return np.concatenate(list(sampling.to_uint8(np.asarray(image))), 1)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default="configs/synthface.py:small64")
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--seconds", type=float, default=300.0,
+                      help="training wall-clock budget (rendering, compiles and metrics excluded)")
+  parser.add_argument("--num_steps", type=int, default=None, help="overrides config.num_steps")
+  parser.add_argument("--num_images", type=int, default=8192)
+  parser.add_argument("--workers", type=int, default=os.cpu_count())
+  parser.add_argument("--recon", default="synthfaces",
+                      help="reconstruction network of the metrics when config.recon is empty")
+  parser.add_argument("--eval_scale", type=float, default=1.0,
+                      help="multiplies the metrics' image counts (a CPU smoke run: 0.05)")
+  args = parser.parse_args(argv)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(out.parent / f".{out.name}_jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  config = load_config(args.config, args.num_steps)
+  cfg = curriculum.step_config(config, 0)
+  devices = jax.local_device_count()
+  record = dict(config=args.config, args=vars(args), device=jax.devices()[0].device_kind,
+                devices=devices, jax=jax.__version__, python=platform.python_version(),
+                date=time.strftime("%Y-%m-%d"), checkpoints=[])
+
+  begin = time.perf_counter()
+  data = synthfaces(config, args.num_images, cfg.resolution, args.workers)
+  record["render_s"] = round(time.perf_counter() - begin, 1)
+  prior = GaussianPrior.fit(data["coefficients"][:, :80], data["coefficients"][:, 80:144])
+  generator, discriminator = experiment.build_models(config)
+  g_tx, d_tx = experiment.build_optimizers(config)
+  state = ts.create_state(jax.random.key(config.seed), generator, discriminator, g_tx, d_tx, prior)
+  replicate = lambda tree: flax.jax_utils.replicate(tree, axis_name=ts.AXIS)
+  recon = None
+  teachers = ts.Teachers(face=None, recon=None)
+  if cfg.uses_face_model:
+    teachers = ts.Teachers(face=replicate(experiment.load_face_model(config)), recon=None)
+  if cfg.uses_recon:
+    recon, recon_variables = experiment.load_recon(config)
+    teachers = ts.Teachers(face=teachers.face, recon=replicate(recon_variables))
+  p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg, recon=recon)
+  replicated = replicate(state)
+  base_key = replicate(jax.random.key(config.seed + 3))
+  rng = np.random.default_rng(config.seed)
+  per_step = devices * cfg.per_device_batch
+
+  def batch_at(pick):
+    shape = lambda x: x[pick].reshape((devices, cfg.per_device_batch) + x.shape[1:])
+    return Batch(image=shape(data["image"]), pose=shape(data["pose"]),
+                 coefficients=shape(data["coefficients"]), landmarks=shape(data["landmarks"]))
+
+  log_path = out / "log.jsonl"
+  log_path.write_text("")
+  settings = evaluation.Settings(
+      metrics=DEVICE_METRICS, control_num=max(8, int(256 * args.eval_scale)),
+      ds_anchors=max(2, int(100 * args.eval_scale)), consistency_num=max(4, int(64 * args.eval_scale)),
+      geometry_num=max(4, int(64 * args.eval_scale)), batch_size=16,
+      recon=config.recon or args.recon)
+  pending, rows, step, order = [], [], 0, np.empty(0, np.int64)
+  train_start, eval_s = None, 0.0  # training time: wall time after the first step, less metrics
+  while step < config.num_steps:
+    if len(order) < per_step:  # epochs of a fixed shuffled order, as the tf.data pipeline
+      order = np.concatenate([order, rng.permutation(len(data["image"]))])
+    pick, order = order[:per_step], order[per_step:]
+    tick = time.perf_counter()
+    replicated, metrics = p_step(replicated, batch_at(pick), base_key, teachers)
+    pending.append(metrics)
+    step += 1
+    if train_start is None:  # the first step compiles: not counted as training time
+      jax.block_until_ready(metrics)
+      train_start = time.perf_counter()
+      record["compile_s"] = round(train_start - tick, 1)
+    train_s = time.perf_counter() - train_start - eval_s
+    out_of_time = train_s >= args.seconds
+    if step % config.log_every == 0 or step == config.num_steps or out_of_time:
+      fetched = jax.device_get(pending)
+      train_s = time.perf_counter() - train_start - eval_s
+      summary = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
+      pending = []
+      line = dict(step=step, train_s=round(train_s, 1), **{k: round(v, 6) for k, v in summary.items()})
+      with log_path.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+      print(json.dumps(line), flush=True)
+      if summary.get("nonfinite_steps", 0) >= max(1, config.max_nonfinite_steps):
+        record["stopped"] = f"non-finite steps at step {step}"
+        out_of_time = True
+    if step % config.checkpoint_every == 0 or step == config.num_steps or out_of_time:
+      jax.block_until_ready(replicated)
+      host = jax.device_get(flax.jax_utils.unreplicate(replicated))
+      run = sampling.Run(config=config, generator=generator, ema_params=host.ema_params,
+                         prior=host.prior, step=step)
+      tick = time.perf_counter()
+      with tempfile.TemporaryDirectory() as workdir:  # FID caches only: none are made here
+        metrics = evaluation.evaluate(run, workdir, settings)
+      rows.append(samples_row(run, int(config.num_snapshot)))
+      Image.fromarray(np.concatenate(rows, 0)).save(out / "samples.png")  # a row per checkpoint
+      tar = write_model(out, config, host, step)
+      record["checkpoints"].append(dict(step=step, train_s=round(train_s, 1),
+                                        iterations_per_s=round((step - 1) / max(train_s, 1e-9), 2),
+                                        eval_s=round(time.perf_counter() - tick, 1),
+                                        model=tar.name, metrics=metrics))
+      (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+      print(json.dumps(dict(step=step, **metrics)), flush=True)
+      eval_s += time.perf_counter() - tick
+    if out_of_time:
+      break
+  record["total_s"] = round(time.perf_counter() - begin, 1)
+  (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+  return record
+
+
+if __name__ == "__main__":
+  main()
