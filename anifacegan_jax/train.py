@@ -211,8 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         raise NonFiniteStop(
             f"step {done}: {skipped} consecutive iterations had non-finite losses, gradients or "
             f"updated parameters and were skipped (config.max_nonfinite_steps="
-            f"{config.max_nonfinite_steps}); the parameters of the last good iteration are saved in "
-            f"{checkpointing.checkpoint_dir(workdir)}/{done}. Lower the learning rates "
+            f"{config.max_nonfinite_steps}); the parameters of the last good iteration are "
+            f"saved in {checkpointing.checkpoint_dir(workdir)}/{done}. Lower the learning rates "
             "(config.optim.*_lr) or check the data for NaN.")
       if done % config.log_every == 0 or done == config.num_steps:
         summary = _log_metrics(writer, done, pending)

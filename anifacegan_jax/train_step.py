@@ -194,6 +194,8 @@ def _fakes(generator, g_params, prior, key, num, cfg: StepConfig, remat: bool):
 
 def _all_finite(tree: PyTree) -> Array:
   leaves = jax.tree_util.tree_leaves(tree)
+  if not leaves:  # e.g. the state of a stateless optimizer
+    return jnp.array(True)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 

@@ -9,8 +9,9 @@ training resolution as the input pipeline does; not mirrored), fits the Gaussian
 coefficients (config.prior 'fit'), and runs the training loop's own parts (`experiment`'s models,
 optimizers, 3DMM and reconstruction network, `curriculum.step_config`, the pmapped `train_step`)
 for config.num_steps iterations or `--seconds` of training, whichever ends first. The scalars are
-logged every config.log_every iterations to <out>/log.jsonl. At every config.checkpoint_every and
-at the end it writes the EMA generator as a model folder (`pretrained.write`, packed as
+logged every config.log_every iterations to <out>/log.jsonl. At `--num_checkpoints` evenly spaced
+points (in steps, or in training seconds when `--seconds` ends the run first; the last at the end)
+it writes the EMA generator as a model folder (`pretrained.write`, packed as
 <out>/model_<step>.tar) with a row of frontal samples, and measures the `evaluate` metrics that need
 no real images (control, ds, consistency, geometry), all in <out>/record.json. Back on a machine
 with the dataset, FID follows from the folder:
@@ -119,6 +120,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--seconds", type=float, default=300.0,
                       help="training wall-clock budget (rendering, compiles and metrics excluded)")
   parser.add_argument("--num_steps", type=int, default=None, help="overrides config.num_steps")
+  parser.add_argument("--num_checkpoints", type=int, default=3,
+                      help="model folders + metrics, evenly spaced (at most 4: 8 files come back)")
   parser.add_argument("--num_images", type=int, default=8192)
   parser.add_argument("--workers", type=int, default=os.cpu_count())
   parser.add_argument("--recon", default="synthfaces",
@@ -126,6 +129,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--eval_scale", type=float, default=1.0,
                       help="multiplies the metrics' image counts (a CPU smoke run: 0.05)")
   args = parser.parse_args(argv)
+  if not 1 <= args.num_checkpoints <= 4:
+    parser.error(f"--num_checkpoints={args.num_checkpoints}: use 1 to 4")
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", str(out.parent / f".{out.name}_jax_cache"))
@@ -167,10 +172,11 @@ def main(argv=None) -> dict:
   log_path.write_text("")
   settings = evaluation.Settings(
       metrics=DEVICE_METRICS, control_num=max(8, int(256 * args.eval_scale)),
-      ds_anchors=max(2, int(100 * args.eval_scale)), consistency_num=max(4, int(64 * args.eval_scale)),
+      ds_anchors=max(2, int(100 * args.eval_scale)),
+      consistency_num=max(4, int(64 * args.eval_scale)),
       geometry_num=max(4, int(64 * args.eval_scale)), batch_size=16,
       recon=config.recon or args.recon)
-  pending, rows, step, order = [], [], 0, np.empty(0, np.int64)
+  pending, rows, step, order, mark = [], [], 0, np.empty(0, np.int64), 1
   train_start, eval_s = None, 0.0  # training time: wall time after the first step, less metrics
   while step < config.num_steps:
     if len(order) < per_step:  # epochs of a fixed shuffled order, as the tf.data pipeline
@@ -191,14 +197,18 @@ def main(argv=None) -> dict:
       train_s = time.perf_counter() - train_start - eval_s
       summary = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
       pending = []
-      line = dict(step=step, train_s=round(train_s, 1), **{k: round(v, 6) for k, v in summary.items()})
+      line = dict(step=step, train_s=round(train_s, 1),
+                  **{k: round(v, 6) for k, v in summary.items()})
       with log_path.open("a") as f:
         f.write(json.dumps(line) + "\n")
       print(json.dumps(line), flush=True)
       if summary.get("nonfinite_steps", 0) >= max(1, config.max_nonfinite_steps):
         record["stopped"] = f"non-finite steps at step {step}"
         out_of_time = True
-    if step % config.checkpoint_every == 0 or step == config.num_steps or out_of_time:
+    fraction = mark / args.num_checkpoints  # the next checkpoint: this share of steps or time
+    due = step >= fraction * config.num_steps or train_s >= fraction * args.seconds
+    if due or step == config.num_steps or out_of_time:
+      mark += 1
       jax.block_until_ready(replicated)
       host = jax.device_get(flax.jax_utils.unreplicate(replicated))
       run = sampling.Run(config=config, generator=generator, ema_params=host.ema_params,

@@ -113,7 +113,8 @@ def test_truncated_checkpoint_falls_back_and_all_damaged_is_one_line(tmp_path):
     for path in _data_files(tmp_path, step):
       path.write_bytes(path.read_bytes()[:100])
     if step == 2:
-      assert int(checkpointing.restore_newest_good(tmp_path, jax.eval_shape(lambda: _state(0)))["step"]) == 1
+      target = jax.eval_shape(lambda: _state(0))
+      assert int(checkpointing.restore_newest_good(tmp_path, target)["step"]) == 1
   with pytest.raises(checkpointing.CheckpointCorruptError, match="no intact checkpoint") as error:
     checkpointing.restore_newest_good(tmp_path, jax.eval_shape(lambda: _state(0)))
   assert len(str(error.value).splitlines()) == 1
@@ -302,3 +303,28 @@ def test_command_line_mistakes_give_one_line_before_any_work(tmp_path):
         command, stderr[-1500:])
     assert "Traceback" not in stderr
   assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*.tfevents*"))
+
+
+def test_fid_weights_with_nan_are_refused(tmp_path):
+  from conftest import inception_pth_state_dict, random_inception_variables
+  state = inception_pth_state_dict(random_inception_variables())
+  state["Mixed_5b.branch1x1.bn.running_var"] = np.full_like(
+      state["Mixed_5b.branch1x1.bn.running_var"], np.nan)
+  torch_zip.save(state, tmp_path / "pt_inception.pth")
+  with pytest.raises(fid_weights.FidWeightsError,
+                     match="Mixed_5b.branch1x1.bn.running_var holds NaN") as error:
+    fid_weights.load_fid_inception(tmp_path / "pt_inception.pth")
+  assert "pt_inception.pth" in str(error.value)
+
+
+def test_checkpoints_written_before_checksums_still_restore(tmp_path):
+  import orbax.checkpoint as ocp
+  options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+  old = ocp.CheckpointManager(checkpointing.checkpoint_dir(tmp_path), options=options,
+                              item_names=("state", "config"))  # the layout before checksums
+  old.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(7)),
+                                      config=ocp.args.JsonSave({"seed": 0})))
+  old.wait_until_finished()
+  state = checkpointing.restore_newest_good(tmp_path, jax.eval_shape(lambda: _state(0)))
+  np.testing.assert_array_equal(state["w"], _state(7)["w"])
+  assert checkpointing.restore_config(tmp_path)["seed"] == 0

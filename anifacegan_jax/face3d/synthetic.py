@@ -133,8 +133,17 @@ def generate_many(split: str, num: int, resolution: int, workers: int | None = N
   The same examples the tfds builder stores, without tfds (e.g. on an accelerator image)."""
   procedural.load_procedural()  # build and cache the model once, before the workers start
   tasks = [(split, i, resolution) for i in range(num)]
-  # 'spawn': forking a process whose JAX runtime has threads can deadlock.
-  with multiprocessing.get_context("spawn").Pool(workers or os.cpu_count(),
-                                                 initializer=_init_worker) as pool:
-    examples = pool.map(_generate_in_worker, tasks, chunksize=32)
+  # 'spawn': forking a process whose JAX runtime has threads can deadlock. The workers render
+  # with numpy; JAX_PLATFORMS=cpu keeps any of them from claiming accelerator memory.
+  previous = os.environ.get("JAX_PLATFORMS")
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  try:
+    with multiprocessing.get_context("spawn").Pool(workers or os.cpu_count(),
+                                                   initializer=_init_worker) as pool:
+      examples = pool.map(_generate_in_worker, tasks, chunksize=32)
+  finally:
+    if previous is None:
+      os.environ.pop("JAX_PLATFORMS")
+    else:
+      os.environ["JAX_PLATFORMS"] = previous
   return {key: np.stack([e[key] for e in examples]) for key in examples[0]}

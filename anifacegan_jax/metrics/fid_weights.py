@@ -119,6 +119,8 @@ def _layer_tensors(tensors: dict[str, np.ndarray], path: pathlib.Path
         problems.append(f"{name} missing")
       elif tuple(tensors[name].shape) != want[part]:
         problems.append(f"{name} has shape {tuple(tensors[name].shape)}, expected {want[part]}")
+      elif not np.all(np.isfinite(np.asarray(tensors[name], np.float32))):
+        problems.append(f"{name} holds NaN or infinite values")
       else:
         layers[layer][part] = np.asarray(tensors[name], np.float32)
   if problems:
