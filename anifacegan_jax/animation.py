@@ -295,7 +295,7 @@ def render_frames(run, trajectory: Trajectory, *, seed: int = 0, psi: float | No
   """Render every frame of `trajectory` for one identity with the run's EMA generator.
 
   Args:
-    run: a `sampling.Run`.
+    run: a `experiment.Run`.
     trajectory: expressions and cameras.
     seed: fixes the identity z_id and appearance noise ε (unless `identity` is given).
     psi: truncation ψ (default: the run's config.psi).

@@ -136,8 +136,9 @@ def define_run_flags() -> None:
 
 
 def given_run():
-  """The `sampling.Run` of --pretrained or of --official_dir/--config; None without them (the
+  """The `experiment.Run` of --pretrained or of --official_dir/--config; None without them (the
   caller then restores --workdir's checkpoint)."""
+  from anifacegan_jax import experiment
   FLAGS = flags.FLAGS
   if FLAGS.pretrained and FLAGS.official_dir:
     raise ValueError("--pretrained and --official_dir both given: use one")
@@ -147,15 +148,13 @@ def given_run():
   if FLAGS.pretrained:
     if FLAGS.step is not None:
       raise ValueError("--step selects a checkpoint in --workdir; a --pretrained model has one")
-    from anifacegan_jax import pretrained
-    return pretrained.load_run(FLAGS.pretrained)
+    return experiment.load_pretrained(FLAGS.pretrained)
   if not FLAGS.official_dir:
     return None
   if FLAGS.config is None:
     raise ValueError("--official_dir needs --config (e.g. --config=configs/ffhq.py) for the "
                      "resolution, camera prior and ψ")
-  from anifacegan_jax import sampling
-  return sampling.official_run(FLAGS.official_dir, FLAGS.config)
+  return experiment.official_run(FLAGS.official_dir, FLAGS.config)
 
 
 def _quiet_library_logs() -> None:

@@ -54,7 +54,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from anifacegan_jax import evaluation, sampling
+  from anifacegan_jax import evaluation, experiment
 
   try:
     yaws = tuple(float(y) for y in FLAGS.consistency_yaws)
@@ -75,7 +75,7 @@ def main(argv):
   cli.require_writable(FLAGS.workdir, "--workdir")
   if FLAGS.out:
     cli.require_writable(pathlib.Path(FLAGS.out).expanduser().parent, "--out")
-  run = cli.given_run() or sampling.load_run(FLAGS.workdir, FLAGS.step)
+  run = cli.given_run() or experiment.load_run(FLAGS.workdir, FLAGS.step)
   results = evaluation.evaluate(run, FLAGS.workdir, settings)
   path = evaluation.write_results(FLAGS.workdir, run.step, results, settings, FLAGS.out or None)
   for name, value in results.items():

@@ -37,7 +37,8 @@ from anifacegan_jax.metrics import inception
 from anifacegan_jax.models.generator import manifold_health, render
 from anifacegan_jax.models.priors import sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
-from anifacegan_jax.sampling import Run, to_uint8
+from anifacegan_jax.experiment import Run
+from anifacegan_jax.sampling import to_uint8
 
 METRICS = ("fid", "kid", "control", "ds", "consistency", "geometry")
 NEEDS_RECON = ("control", "ds")

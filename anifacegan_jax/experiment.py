@@ -1,18 +1,24 @@
-"""A run's config turned into its parts, with no TensorFlow, tfds or clu on the import path.
+"""A run's config turned into its parts, and trained runs loaded for inference, with no
+TensorFlow, tfds or clu on the import path.
 
-The training loop (`train`), inference (`sampling`, `pretrained`), evaluation and the
-accelerator scripts of benchmarks/ build the same objects from the same config fields here:
-the generator and discriminator, the optimizers, the structure of the latent prior a checkpoint
-holds, the 3DMM of the imitation losses and the reconstruction network of L_lm.
+The training loop (`train`), inference (`sampling`), evaluation and the accelerator scripts of
+benchmarks/ build the same objects from the same config fields here: the generator and
+discriminator, the optimizers, the structure of the latent prior a checkpoint holds, the 3DMM of
+the imitation losses and the reconstruction network of L_lm. A `Run` (config, generator, EMA
+weights, prior) comes from a training workdir (`load_run`), a model folder (`load_pretrained`,
+written by `export_pretrained`) or the official release (`official_run`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import pathlib
 
+import jax
 import ml_collections
 
-from anifacegan_jax import pretrained
+from anifacegan_jax import checkpointing, pretrained
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.curriculum import ConfigError
 from anifacegan_jax.face3d import morphable, procedural, recon_step
@@ -88,3 +94,111 @@ def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
     return model, load_deep3d_recon(path, model)
   raise ConfigError(f"config.recon={config.recon}: no such file or directory (expected "
                     "a train_recon workdir or Deep3DFaceRecon's epoch_20.pth)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A trained run: its config, generator definition, EMA weights and latent prior."""
+
+  config: ml_collections.ConfigDict
+  generator: AnimatableGenerator
+  ema_params: PyTree
+  prior: Prior
+  step: int
+
+
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
+  """Restore config and state from `workdir` (newest checkpoint unless `step`)."""
+  config = checkpointing.restore_config(workdir, step)
+  generator, discriminator = build_models(config)
+  g_tx, d_tx = build_optimizers(config)
+  template = prior_template(config)
+  target = jax.eval_shape(lambda: ts.create_state(jax.random.key(0), generator, discriminator,
+                                                  g_tx, d_tx, template))
+  state = checkpointing.restore_state(workdir, target, step)
+  return Run(config=config, generator=generator, ema_params=state.ema_params, prior=state.prior,
+             step=int(state.step))
+
+
+# The official release's files, relative to its root (the AniFaceGAN repository layout).
+OFFICIAL_FILES = dict(generator="checkpoints/generator.pth", ema="checkpoints/ema.pth",
+                      deformation="checkpoints/dif.pth",
+                      identity_vae="pretrained_vaes/identity/vae.pth",
+                      expression_vae="pretrained_vaes/expression/vae.pth")
+
+
+def official_run(release_dir: str | pathlib.Path, config: ml_collections.ConfigDict) -> Run:
+  """A Run of the official AniFaceGAN weights (`porting.official_generator`: double warp).
+
+  Args:
+    release_dir: the release's root: checkpoints/{generator,ema,dif}.pth (ema.pth optional,
+      preferred: the released samples use the EMA weights) and pretrained_vaes/{identity,
+      expression}/vae.pth. Without the VAEs, config.prior = 'file:<path>' (a `fit_prior` file)
+      supplies the latent prior.
+    config: sampling settings (resolution from stages[0], camera prior, psi, chunk_size; e.g.
+      configs/ffhq.py); its model fields are ignored.
+  Raises:
+    FileNotFoundError naming the missing files; porting.CheckpointLayoutError for bad ones.
+  """
+  from anifacegan_jax import porting
+  from anifacegan_jax.models.vae import load_official_prior
+
+  root = pathlib.Path(release_dir).expanduser()
+  paths = {name: root / rel for name, rel in OFFICIAL_FILES.items()}
+  missing = [str(paths[n]) for n in ("generator", "deformation") if not paths[n].is_file()]
+  if missing:
+    raise FileNotFoundError(f"official weights not found: {', '.join(missing)}; expected the "
+                            f"AniFaceGAN release layout under {root}: "
+                            + ", ".join(OFFICIAL_FILES.values()))
+  ema = paths["ema"] if paths["ema"].is_file() else None
+  generator, variables = porting.load_official(paths["generator"], paths["deformation"],
+                                               ema_path=ema)
+  if paths["identity_vae"].is_file() and paths["expression_vae"].is_file():
+    prior = load_official_prior(paths["identity_vae"], paths["expression_vae"])
+  elif config.prior.startswith(PRIOR_FILE):
+    prior = prior_template(config)  # the file itself
+  else:
+    raise FileNotFoundError(
+        f"{paths['identity_vae']} / {paths['expression_vae']} not found: the official latent "
+        "prior is its two VAEs; give them, or a prior fitted with `python -m "
+        "anifacegan_jax.fit_prior` as --config.prior=file:<path>")
+  return Run(config=config, generator=generator, ema_params=variables["params"], prior=prior,
+             step=0)
+
+
+def load_pretrained(name: str | os.PathLike) -> Run:
+  """The Run of a shipped model ('synthfaces') or a model folder (`export_pretrained`).
+
+  Raises:
+    FileNotFoundError naming the folder or file; pretrained.PretrainedError for a file that
+    does not fit.
+  """
+  path = pretrained.model_dir(name)
+  config = pretrained.read_config(path)
+  try:
+    generator, discriminator = build_models(config)
+    g_tx, d_tx = build_optimizers(config)
+  except (AttributeError, KeyError, TypeError) as error:
+    raise pretrained.PretrainedError(
+        f"{path / pretrained.CONFIG}: not a run config this version reads ({error!r})") from error
+  target = jax.eval_shape(lambda: ts.create_state(
+      jax.random.key(0), generator, discriminator, g_tx, d_tx, prior_template(config)))
+  return Run(config=config, generator=generator,
+             ema_params=pretrained.read_generator(path, target.ema_params),
+             prior=pretrained.read_prior(path), step=int(pretrained.read_info(path).get("step", 0)))
+
+
+def export_pretrained(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "",
+                      step: int | None = None,
+                      eval_resolution: int | None = None) -> pathlib.Path:
+  """Pack the EMA generator, config and prior of the run in `workdir` (newest checkpoint unless
+  `step`), and the `train_recon` network in `recon` if given, into the model folder `out`;
+  `eval_resolution` replaces the config's (the render size the network reads)."""
+  run = load_run(workdir, step)
+  recon_parts = None
+  if recon:  # read before anything is written
+    _, variables, recon_config = recon_step.load_trained(recon)
+    recon_parts = (recon_config, variables, str(pathlib.Path(recon).name))
+  return pretrained.write(out, run.config, run.ema_params, run.prior, step=run.step,
+                          source=str(pathlib.Path(workdir).name), recon=recon_parts,
+                          eval_resolution=eval_resolution)

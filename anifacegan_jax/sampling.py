@@ -1,92 +1,20 @@
-"""Load a trained run (its workdir, or the official release's weights) and render image grids
-with the EMA generator."""
+"""Render image grids, depth and animations of a trained run (`experiment.Run`) with its EMA
+generator."""
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image
 
-from anifacegan_jax import animation, checkpointing, experiment, export
-from anifacegan_jax import train_step as ts
+from anifacegan_jax import animation, export
+from anifacegan_jax.experiment import Run, load_run
 from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
 from anifacegan_jax.models.priors import Prior
-from anifacegan_jax.types import Camera, Latents, PyTree
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """A trained run: its config, generator definition, EMA weights and latent prior."""
-
-  config: ml_collections.ConfigDict
-  generator: AnimatableGenerator
-  ema_params: PyTree
-  prior: Prior
-  step: int
-
-
-def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
-  """Restore config and state from `workdir` (newest checkpoint unless `step`)."""
-  config = checkpointing.restore_config(workdir, step)
-  generator, discriminator = experiment.build_models(config)
-  g_tx, d_tx = experiment.build_optimizers(config)
-  template = experiment.prior_template(config)
-  target = jax.eval_shape(lambda: ts.create_state(jax.random.key(0), generator, discriminator,
-                                                  g_tx, d_tx, template))
-  state = checkpointing.restore_state(workdir, target, step)
-  return Run(config=config, generator=generator, ema_params=state.ema_params, prior=state.prior,
-             step=int(state.step))
-
-
-# The official release's files, relative to its root (the AniFaceGAN repository layout).
-OFFICIAL_FILES = dict(generator="checkpoints/generator.pth", ema="checkpoints/ema.pth",
-                      deformation="checkpoints/dif.pth",
-                      identity_vae="pretrained_vaes/identity/vae.pth",
-                      expression_vae="pretrained_vaes/expression/vae.pth")
-
-
-def official_run(release_dir: str | pathlib.Path, config: ml_collections.ConfigDict) -> Run:
-  """A Run of the official AniFaceGAN weights (`porting.official_generator`: double warp).
-
-  Args:
-    release_dir: the release's root: checkpoints/{generator,ema,dif}.pth (ema.pth optional,
-      preferred: the released samples use the EMA weights) and pretrained_vaes/{identity,
-      expression}/vae.pth. Without the VAEs, config.prior = 'file:<path>' (a `fit_prior` file)
-      supplies the latent prior.
-    config: sampling settings (resolution from stages[0], camera prior, psi, chunk_size; e.g.
-      configs/ffhq.py); its model fields are ignored.
-  Raises:
-    FileNotFoundError naming the missing files; porting.CheckpointLayoutError for bad ones.
-  """
-  from anifacegan_jax import porting
-  from anifacegan_jax.models.vae import load_official_prior
-
-  root = pathlib.Path(release_dir).expanduser()
-  paths = {name: root / rel for name, rel in OFFICIAL_FILES.items()}
-  missing = [str(paths[n]) for n in ("generator", "deformation") if not paths[n].is_file()]
-  if missing:
-    raise FileNotFoundError(f"official weights not found: {', '.join(missing)}; expected the "
-                            f"AniFaceGAN release layout under {root}: "
-                            + ", ".join(OFFICIAL_FILES.values()))
-  ema = paths["ema"] if paths["ema"].is_file() else None
-  generator, variables = porting.load_official(paths["generator"], paths["deformation"],
-                                               ema_path=ema)
-  if paths["identity_vae"].is_file() and paths["expression_vae"].is_file():
-    prior = load_official_prior(paths["identity_vae"], paths["expression_vae"])
-  elif config.prior.startswith(experiment.PRIOR_FILE):
-    prior = experiment.prior_template(config)  # the file itself
-  else:
-    raise FileNotFoundError(
-        f"{paths['identity_vae']} / {paths['expression_vae']} not found: the official latent "
-        "prior is its two VAEs; give them, or a prior fitted with `python -m "
-        "anifacegan_jax.fit_prior` as --config.prior=file:<path>")
-  return Run(config=config, generator=generator, ema_params=variables["params"], prior=prior,
-             step=0)
+from anifacegan_jax.types import Camera, Latents
 
 
 def to_uint8(images) -> np.ndarray:
@@ -211,7 +139,7 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
                     run: Run | None = None) -> list[pathlib.Path]:
   """Render a trajectory per identity seed and write `mode`'s files; returns their paths.
 
-  `run` defaults to the run in `workdir` (`step`); pass `official_run(...)` for the release.
+  `run` defaults to the run in `workdir` (`step`); pass `experiment.official_run(...)` for the release.
 
   Files in `out_dir` (default <workdir>/samples), per seed s:
     video: video_s<s>.<video_format> (gif, webp or mp4);

@@ -19,7 +19,7 @@ from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
 from anifacegan_jax.experiment import (PRIOR_FILE, build_models, build_optimizers,  # noqa: F401
                                        load_face_model, load_recon, prior_template)
-from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
+from anifacegan_jax.models.generator import mean_radiance_codes, render
 from anifacegan_jax.models.priors import GaussianPrior, Prior, load_prior, sample_latents
 from anifacegan_jax.types import Camera, PyTree
 

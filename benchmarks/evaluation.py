@@ -52,13 +52,13 @@ from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
 import imitation  # noqa: E402  (benchmarks/imitation.py: the arm's config and machine record)
 
 
-def untrained_run(run: sampling.Run) -> sampling.Run:
+def untrained_run(run: experiment.Run) -> experiment.Run:
   """`run` with the EMA weights of its step 0 (the config's seed, as `train.create_or_restore`)."""
   generator, discriminator = experiment.build_models(run.config)
   g_tx, d_tx = experiment.build_optimizers(run.config)
   state = ts.create_state(jax.random.key(run.config.seed), generator, discriminator, g_tx, d_tx,
                           run.prior)
-  return sampling.Run(config=run.config, generator=run.generator, ema_params=state.ema_params,
+  return experiment.Run(config=run.config, generator=run.generator, ema_params=state.ema_params,
                       prior=run.prior, step=0)
 
 
@@ -75,7 +75,7 @@ def real_reference(config, settings: evaluation.Settings, resolution: int) -> di
   return dict(fid=fid_lib.fid_from_features(first, second), kid=kid, kid_std=kid_std)
 
 
-def evaluate_run(run: sampling.Run, workdir: str, fid_settings: evaluation.Settings,
+def evaluate_run(run: experiment.Run, workdir: str, fid_settings: evaluation.Settings,
                  recon_settings: evaluation.Settings) -> dict:
   start = time.time()
   metrics = evaluation.evaluate(run, workdir, fid_settings)
@@ -99,11 +99,11 @@ def add_metrics(args, settings: evaluation.Settings) -> None:
 def _row_runs(args, record: dict):
   """(name, Run) of every generator row of `record`."""
   steps = [row["step"] for name, row in record["rows"].items() if name.startswith("step_")]
-  first = sampling.load_run(args.workdir, min(steps))
+  first = experiment.load_run(args.workdir, min(steps))
   for name, row in record["rows"].items():
     if name != "real":
       yield name, (untrained_run(first) if name == "untrained"
-                   else sampling.load_run(args.workdir, row["step"]))
+                   else experiment.load_run(args.workdir, row["step"]))
 
 
 def write_figure(args, config, num: int = 8, scale: int = 4) -> None:
@@ -291,8 +291,8 @@ def main() -> None:
     name = "untrained" if step == 0 else f"step_{step}"
     if name in record["rows"]:
       continue
-    run = (untrained_run(sampling.load_run(args.workdir, steps[0])) if step == 0
-           else sampling.load_run(args.workdir, step))
+    run = (untrained_run(experiment.load_run(args.workdir, steps[0])) if step == 0
+           else experiment.load_run(args.workdir, step))
     record["rows"][name] = evaluate_run(run, args.workdir, fid_settings, recon_settings)
     print(name, json.dumps(record["rows"][name]), flush=True)
     save()

@@ -31,7 +31,7 @@ import ml_collections
 from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from anifacegan_jax import sampling, train  # noqa: E402
+from anifacegan_jax import experiment, train  # noqa: E402
 from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
 from anifacegan_jax.metrics import coefficients, control  # noqa: E402
 from configs import synthface  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> None:
     if not trained_before:  # the wall time of the run that trained it, kept for re-evaluations
       timing.write_text(json.dumps(dict(train_wall_s=round(time.time() - start, 1))))
     train_s = json.loads(timing.read_text())["train_wall_s"]
-    run = sampling.load_run(workdir)
+    run = experiment.load_run(workdir)
     start = time.time()
     metrics = control.control_errors(
         run.generator, {"params": run.ema_params}, run.prior, recon_model, recon_variables, face,

@@ -33,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from anifacegan_jax import checkpointing, evaluation, sampling, train  # noqa: E402
+from anifacegan_jax import checkpointing, evaluation, experiment, sampling, train  # noqa: E402
 from anifacegan_jax.models.generator import render  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
 from anifacegan_jax.types import Camera  # noqa: E402
@@ -96,7 +96,7 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   return {k: sorted(dict(v).items()) for k, v in scalars.items()}
 
 
-def spread(run: sampling.Run, config, num: int = 64) -> dict[str, float]:
+def spread(run: experiment.Run, config, num: int = 64) -> dict[str, float]:
   """Variety of the identities: the per-pixel standard deviation over `num` images (0-255
   units, mean over pixels and channels) of generated images at the frontal camera (prior
   latents, ψ = 1) and of the `num` most frontal of the first 1,024 training images. A generator
@@ -117,7 +117,7 @@ def spread(run: sampling.Run, config, num: int = 64) -> dict[str, float]:
   return dict(fake=std(fake), real=std(real), ratio=std(fake) / std(real))
 
 
-def picture(run: sampling.Run, num: int = 4, resolution: int = 32) -> np.ndarray:
+def picture(run: experiment.Run, num: int = 4, resolution: int = 32) -> np.ndarray:
   """uint8 (2·num·R, 3·R, 3): rows of identities (ψ = 1, neutral) at yaw −0.35, 0, 0.35, each
   row above its depth (white = near 0.88, black = far 1.12)."""
   latents = jax.tree_util.tree_map(
@@ -173,7 +173,7 @@ def main() -> None:
     wall = round(time.time() - start, 1)
     if finished:  # only re-read: keep the wall time of the run that trained it
       wall = record["arms"].get(arm, {}).get("wall_s")
-    run = sampling.load_run(workdir)
+    run = experiment.load_run(workdir)
     geometry = evaluation.geometry(run, evaluation.Settings(metrics=("geometry",)),
                                    int(config.stages[0].resolution))
     entry = dict(overrides={**dict(args.set), **ARMS[arm]}, lr_scale=args.lr_scale,

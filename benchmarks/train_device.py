@@ -99,7 +99,7 @@ def write_model(out: pathlib.Path, config, host, step: int) -> pathlib.Path:
   return tar_path
 
 
-def samples_row(run: sampling.Run, num: int) -> np.ndarray:
+def samples_row(run: experiment.Run, num: int) -> np.ndarray:
   """uint8 (R, num·R, 3): frontal samples of the fixed snapshot latents (ψ = 1)."""
   from anifacegan_jax.models.generator import render
   from anifacegan_jax.models.priors import sample_latents
@@ -211,7 +211,7 @@ def main(argv=None) -> dict:
       mark += 1
       jax.block_until_ready(replicated)
       host = jax.device_get(flax.jax_utils.unreplicate(replicated))
-      run = sampling.Run(config=config, generator=generator, ema_params=host.ema_params,
+      run = experiment.Run(config=config, generator=generator, ema_params=host.ema_params,
                          prior=host.prior, step=step)
       tick = time.perf_counter()
       with tempfile.TemporaryDirectory() as workdir:  # FID caches only: none are made here

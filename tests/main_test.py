@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anifacegan_jax import animation, export, sampling, train
+from anifacegan_jax import animation, experiment, export, sampling, train
 from configs import synthface
 
 from conftest import save_recon_run
@@ -103,7 +103,7 @@ def test_sample_writes_a_grid_from_the_workdir(tmp_path, uninterrupted):
   assert result.returncode == 0, result.stderr[-2000:]
   grid = np.asarray(Image.open(out))
   assert grid.shape == (2 * 16, 4 * 16, 3) and grid.std() > 0
-  run = sampling.load_run(workdir)
+  run = experiment.load_run(workdir)
   again = sampling.render_grid(run, num_identities=2, num_expressions=2, yaws=(-0.3, 0.3))
   np.testing.assert_array_equal(grid, again)
   # With depth: each identity's row, then its depth row (gray).
@@ -126,7 +126,7 @@ def test_sample_writes_a_video_from_the_workdir(tmp_path, uninterrupted):
   with Image.open(path) as video:
     assert video.n_frames == 4 and video.size == (16, 16)
   # The same seed renders identical frames; another seed another face.
-  run = sampling.load_run(workdir)
+  run = experiment.load_run(workdir)
   trajectory = sampling.make_trajectory(run, "yaw", expression="jaw_open", num_frames=4)
   first = animation.render_frames(run, trajectory, seed=3, batch_size=3)
   again = animation.render_frames(run, trajectory, seed=3, batch_size=4)
@@ -164,7 +164,7 @@ def test_a_packed_run_loads_samples_and_reads_like_its_workdir(tmp_path, uninter
   assert packed.returncode == 0, packed.stderr[-2000:]
   assert sorted(p.name for p in folder.iterdir()) == [
       "config.json", "generator.msgpack", "model.json", "prior.npz", "recon.json", "recon.msgpack"]
-  run, reference = pretrained.load_run(folder), sampling.load_run(workdir)
+  run, reference = experiment.load_pretrained(folder), experiment.load_run(workdir)
   assert run.step == reference.step == 5 and run.config.recon == str(folder)
   for a, b in zip(jax.tree_util.tree_leaves((run.ema_params, run.prior)),
                   jax.tree_util.tree_leaves((reference.ema_params, reference.prior))):
@@ -186,21 +186,21 @@ def test_a_packed_run_loads_samples_and_reads_like_its_workdir(tmp_path, uninter
   # Damaged or mismatched files are named; nothing is half-loaded.
   (folder / "generator.msgpack").write_bytes(b"not msgpack")
   with pytest.raises(pretrained.PretrainedError, match="generator.msgpack: not a msgpack file"):
-    pretrained.load_run(folder)
-  pretrained.export(workdir, folder)  # repacked without a network: the old one is removed
-  assert not pretrained.has_recon(folder) and pretrained.load_run(folder).config.recon == ""
+    experiment.load_pretrained(folder)
+  experiment.export_pretrained(workdir, folder)  # repacked without a network: the old one goes
+  assert not pretrained.has_recon(folder) and experiment.load_pretrained(folder).config.recon == ""
   config = json.loads((folder / "config.json").read_text())
   config["model"]["radiance_hidden"] = 32
   (folder / "config.json").write_text(json.dumps(config))
   with pytest.raises(pretrained.PretrainedError, match=r"generator.msgpack: .* has shape"):
-    pretrained.load_run(folder)
+    experiment.load_pretrained(folder)
   with pytest.raises(FileNotFoundError, match="neither a shipped model"):
-    pretrained.load_run(tmp_path / "nowhere")
+    experiment.load_pretrained(tmp_path / "nowhere")
 
 
 def test_sample_writes_depth_maps_and_meshes(tmp_path, uninterrupted):
   workdir, _ = uninterrupted
-  run = sampling.load_run(workdir)
+  run = experiment.load_run(workdir)
   depth_files = sampling.write_animation(workdir, "depth", out_dir=tmp_path, num_frames=2,
                                          yaw_amplitude=0.0, expression="smile_left",
                                          progress=False)
@@ -312,7 +312,7 @@ def test_evaluate_writes_fid_kid_and_control(tmp_path, uninterrupted, fid_weight
       num_real=4, batch_size=2, fid_weights=str(fid_weights_file), kid_subsets=5,
       kid_subset_size=3, control_num=8, ds_anchors=2, ds_variations=2, consistency_num=2,
       geometry_num=2, recon=str(tmp_path / "recon"))
-  run = sampling.load_run(workdir)
+  run = experiment.load_run(workdir)
   results = evaluation.evaluate(run, workdir, settings)
   assert results["fid"] > 0 and np.isfinite(results["kid"]) and results["kid_std"] >= 0
   assert {"control/exp_rmse", "control/landmark_mm", "control/landmark_depth_mm"} <= set(results)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax import porting, torch_zip
+from anifacegan_jax import experiment, porting, torch_zip
 from anifacegan_jax.models.generator import init_generator, render
 from anifacegan_jax.types import Camera, Latents
 from conftest import official_keys
@@ -101,12 +101,11 @@ def _write_release(root, variables, with_vaes=True):
 def test_official_release_samples_through_the_cli(tmp_path, official):
   import subprocess
   import sys
-  from anifacegan_jax import sampling
   from configs import synthface
   model, variables = official
   _write_release(tmp_path / "release", variables)
   config = synthface.get_config("tiny")
-  run = sampling.official_run(tmp_path / "release", config)
+  run = experiment.official_run(tmp_path / "release", config)
   assert run.generator == model and run.generator.warp == "double"
   np.testing.assert_allclose(run.ema_params["radiance"]["film_0"]["linear"]["kernel"],
                              variables["params"]["radiance"]["film_0"]["linear"]["kernel"] * 0.5)
@@ -124,11 +123,10 @@ def test_official_release_samples_through_the_cli(tmp_path, official):
 
 
 def test_official_release_errors_name_the_missing_files(tmp_path, official):
-  from anifacegan_jax import sampling
   from configs import synthface
   config = synthface.get_config("tiny")
   with pytest.raises(FileNotFoundError, match=r"checkpoints/generator\.pth.*release layout"):
-    sampling.official_run(tmp_path / "nothing", config)
+    experiment.official_run(tmp_path / "nothing", config)
   _write_release(tmp_path / "release", official[1], with_vaes=False)
   with pytest.raises(FileNotFoundError, match=r"identity/vae\.pth.*--config\.prior=file:"):
-    sampling.official_run(tmp_path / "release", config)
+    experiment.official_run(tmp_path / "release", config)

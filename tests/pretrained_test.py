@@ -2,15 +2,14 @@
 radiance manifolds, and its geometry and images follow its codes (BENCHMARKS.md "The small
 SynthFaces model" has the full evaluation)."""
 
-import numpy as np
 import pytest
 
-from anifacegan_jax import evaluation, pretrained
+from anifacegan_jax import evaluation, experiment, pretrained
 
 
 @pytest.fixture(scope="module")
 def shipped():
-  return pretrained.load_run("synthfaces")
+  return experiment.load_pretrained("synthfaces")
 
 
 @pytest.fixture(scope="module")

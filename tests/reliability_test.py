@@ -328,3 +328,15 @@ def test_checkpoints_written_before_checksums_still_restore(tmp_path):
   state = checkpointing.restore_newest_good(tmp_path, jax.eval_shape(lambda: _state(0)))
   np.testing.assert_array_equal(state["w"], _state(7)["w"])
   assert checkpointing.restore_config(tmp_path)["seed"] == 0
+
+
+def test_every_documented_module_command_exists():
+  import importlib.util
+  import re
+  texts = [REPO / "README.md", REPO / "BENCHMARKS.md", *REPO.glob("anifacegan_jax/**/*.py"),
+           *REPO.glob("configs/*.py"), *REPO.glob("benchmarks/*.py"), *REPO.glob("launch/*")]
+  named = {m for path in texts for m in re.findall(r"python3? -m (anifacegan_jax[\w.]*)",
+                                                   path.read_text())}
+  assert "anifacegan_jax.main" in named and "anifacegan_jax.sample" in named
+  missing = sorted(m for m in named if importlib.util.find_spec(m) is None)
+  assert not missing, f"documented but missing: {missing}"

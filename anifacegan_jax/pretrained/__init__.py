@@ -13,9 +13,10 @@ A model folder holds (nothing in it can run code: JSON, msgpack and an .npz read
   recon.msgpack      optional: its variables {'params', 'batch_stats'}
   model.json         format version, the training step and where the files came from
 
-`load_run` returns a `sampling.Run` whose `config.recon` names the folder when it holds a
-reconstruction network, so `evaluate --metrics=control,ds,consistency` read the shipped model with
-the network it was measured with.
+This module reads and writes the files; `experiment.load_pretrained` builds the run from them
+(its `config.recon` names the folder when it holds a reconstruction network, so `evaluate
+--metrics=control,ds,consistency` read the shipped model with the network it was measured with)
+and `experiment.export_pretrained` packs a training workdir.
 """
 
 from __future__ import annotations
@@ -129,24 +130,6 @@ def _host(tree: Any) -> Any:
   return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.device_get(tree))
 
 
-def export(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "",
-           step: int | None = None, eval_resolution: int | None = None) -> pathlib.Path:
-  """Pack the EMA generator, config and prior of the run in `workdir` (newest checkpoint unless
-  `step`), and the `train_recon` network in `recon` if given, into the folder `out`;
-  `eval_resolution` replaces the config's (the render size the network reads)."""
-  from anifacegan_jax import sampling
-  from anifacegan_jax.face3d import recon_step
-
-  run = sampling.load_run(workdir, step)
-  recon_parts = None
-  if recon:  # checked before anything is written
-    _, variables, recon_config = recon_step.load_trained(recon)
-    recon_parts = (recon_config, variables, str(pathlib.Path(recon).name))
-  return write(out, run.config, run.ema_params, run.prior, step=run.step,
-               source=str(pathlib.Path(workdir).name), recon=recon_parts,
-               eval_resolution=eval_resolution)
-
-
 def write(out: str | os.PathLike, config: ml_collections.ConfigDict, ema_params: Any, prior: Any,
           *, step: int, source: str, recon: tuple[dict, Any, str] | None = None,
           eval_resolution: int | None = None) -> pathlib.Path:
@@ -199,18 +182,15 @@ def _plain(value: Any) -> Any:
   return value
 
 
-def load_run(name: str | os.PathLike):
-  """The `sampling.Run` of a shipped model ('synthfaces') or an `export` folder.
+def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The run config of the model folder `path`, its `recon` naming the folder when it holds a
+  reconstruction network, its prior 'fit' (the prior is prior.npz).
 
   Raises:
-    FileNotFoundError naming the folder or file; PretrainedError for a file that does not fit.
+    FileNotFoundError; PretrainedError naming the file (a newer format, not a JSON config).
   """
-  from anifacegan_jax import experiment, sampling
-  from anifacegan_jax import train_step as ts
-  from anifacegan_jax.models.priors import load_prior
-
-  path = model_dir(name)
-  info = _read_json(path / INFO) if (path / INFO).is_file() else {}
+  path = pathlib.Path(path)
+  info = read_info(path)
   if int(info.get("format", FORMAT)) > FORMAT:
     raise PretrainedError(f"{path / INFO}: format {info['format']} is newer than this version "
                           f"reads ({FORMAT}); upgrade anifacegan_jax")
@@ -218,18 +198,24 @@ def load_run(name: str | os.PathLike):
   with config.unlocked():
     config.recon = str(path) if has_recon(path) else ""
     config.prior = "fit"  # the prior is prior.npz; the config's only decides the restore target
-  try:
-    generator, discriminator = experiment.build_models(config)
-    g_tx, d_tx = experiment.build_optimizers(config)
-  except (AttributeError, KeyError, TypeError) as error:
-    raise PretrainedError(f"{path / CONFIG}: not a run config this version reads ({error!r})"
-                          ) from error
-  target = jax.eval_shape(lambda: ts.create_state(
-      jax.random.key(0), generator, discriminator, g_tx, d_tx, experiment.prior_template(config)))
-  params = _restore(path / GENERATOR, target.ema_params, "the EMA generator parameters")
-  prior = load_prior(path / PRIOR)
-  return sampling.Run(config=config, generator=generator, ema_params=params, prior=prior,
-                      step=int(info.get("step", 0)))
+  return config
+
+
+def read_info(path: str | os.PathLike) -> dict:
+  """model.json of the folder (format, step, sources); {} for a folder without one."""
+  path = pathlib.Path(path)
+  return _read_json(path / INFO) if (path / INFO).is_file() else {}
+
+
+def read_generator(path: str | os.PathLike, target: Any) -> Any:
+  """The EMA generator parameters of the folder, shaped like `target` (ShapeDtypeStructs)."""
+  return _restore(pathlib.Path(path) / GENERATOR, target, "the EMA generator parameters")
+
+
+def read_prior(path: str | os.PathLike):
+  """The latent prior (prior.npz) of the folder."""
+  from anifacegan_jax.models.priors import load_prior
+  return load_prior(pathlib.Path(path) / PRIOR)
 
 
 def load_recon(path: str | os.PathLike):

@@ -23,10 +23,10 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from anifacegan_jax import pretrained
+  from anifacegan_jax import experiment
   if FLAGS.eval_resolution is not None and FLAGS.eval_resolution < 0:
     raise ValueError(f"--eval_resolution={FLAGS.eval_resolution}: expected a size ≥ 0")
-  out = pretrained.export(FLAGS.workdir, FLAGS.out, recon=FLAGS.recon, step=FLAGS.step,
+  out = experiment.export_pretrained(FLAGS.workdir, FLAGS.out, recon=FLAGS.recon, step=FLAGS.step,
                           eval_resolution=FLAGS.eval_resolution)
   for path in sorted(out.iterdir()):
     print(f"{path}  {path.stat().st_size / 2**20:.2f} MiB")
