@@ -73,7 +73,7 @@ def _small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.imitation.points = 256
   config.psi_samples = 2000
   # The reconstruction network cannot read 16² faces (on real SynthFaces images at 16² its exp
-  # RMSE is 0.140, chance 0.148; at 64² 0.109: BENCHMARKS.md): control is read from 64² renders.
+  # RMSE is 0.145, chance 0.131; at 64² 0.094: BENCHMARKS.md): control is read from 64² renders.
   config.eval_resolution = 64
   return config
 
