@@ -178,6 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer)
   devices = jax.local_device_count()
   stage, p_step, batches, pending = None, None, None, []
+  stop_after = max(1, config.max_nonfinite_steps)  # consecutive skipped iterations
+  previous = [int(state.nonfinite)]  # the last step's consecutive skips (on the device later)
   face = recon = recon_variables = None
   with cli.SignalStop() as stop:
     for step in range(start, config.num_steps):
@@ -203,8 +205,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pending.append(metrics)
       done = step + 1
       report(done, t=time.time())
-      skipped = int(metrics["nonfinite_steps"][0])  # consecutive skipped updates, up to this one
-      if skipped and skipped >= max(1, config.max_nonfinite_steps):
+      # Consecutive skipped updates: the previous step's count is read after this step is
+      # dispatched (no wait in a clean run); only when this step could reach the limit is its
+      # own count read at once, so the stop comes exactly at the limit.
+      skipped = int(previous[0])
+      if skipped >= stop_after - 1:
+        skipped = int(metrics["nonfinite_steps"][0])
+      previous = metrics["nonfinite_steps"]
+      if skipped >= stop_after:
         _log_metrics(writer, done, pending)
         _save(manager, done, replicated, config, force=True)  # skipped updates: the last good state
         manager.wait_until_finished()
