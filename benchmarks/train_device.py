@@ -23,6 +23,7 @@ with the dataset, FID follows from the folder:
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import os
@@ -49,8 +50,9 @@ from anifacegan_jax.types import Batch  # noqa: E402
 DEVICE_METRICS = ("control", "ds", "consistency", "geometry")
 
 
-def load_config(spec: str, steps: int | None):
-  """`configs/<file>.py[:variant]` as `--config` of main, with config.num_steps optionally set."""
+def load_config(spec: str, steps: int | None, overrides=()):
+  """`configs/<file>.py[:variant]` as `--config` of main, with config.num_steps optionally set and
+  `overrides` ("field.path=value", the value a Python literal) applied, as main's --config.X flags."""
   path, _, variant = spec.partition(":")
   path = pathlib.Path(path)
   if not (ROOT / path).is_file() and not path.is_file():
@@ -59,7 +61,25 @@ def load_config(spec: str, steps: int | None):
   config = module.get_config(variant)
   if steps is not None:
     config.num_steps = steps
-  curriculum.validate(config)
+  for item in overrides:
+    name, equals, text = item.partition("=")
+    try:
+      if not equals:
+        raise ValueError("expected field.path=value")
+      value = ast.literal_eval(text)
+      *parents, leaf = name.split(".")
+      node = config
+      for part in parents:
+        node = node[part]
+      if leaf not in node:
+        raise KeyError(leaf)
+      node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], float) else value
+    except (ValueError, SyntaxError, KeyError, TypeError) as e:
+      raise SystemExit(f"--set={item}: {e} (expected an existing config field = a Python literal)")
+  try:
+    curriculum.validate(config)
+  except curriculum.ConfigError as e:
+    raise SystemExit(f"--config={spec}: {e}")
   if len(config.stages) != 1:
     raise SystemExit(f"--config={spec}: {len(config.stages)} stages; this script trains one")
   if config.dataset.name != "synth_faces" or config.prior != "fit":
@@ -120,6 +140,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--seconds", type=float, default=300.0,
                       help="training wall-clock budget (rendering, compiles and metrics excluded)")
   parser.add_argument("--num_steps", type=int, default=None, help="overrides config.num_steps")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="sets a config field, e.g. --set=imitation.landmark_weight=1e5")
   parser.add_argument("--num_checkpoints", type=int, default=3,
                       help="model folders + metrics, evenly spaced (at most 4: 8 files come back)")
   parser.add_argument("--num_images", type=int, default=8192)
@@ -135,7 +157,7 @@ def main(argv=None) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", str(out.parent / f".{out.name}_jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  config = load_config(args.config, args.num_steps)
+  config = load_config(args.config, args.num_steps, args.set)
   cfg = curriculum.step_config(config, 0)
   devices = jax.local_device_count()
   record = dict(config=args.config, args=vars(args), device=jax.devices()[0].device_kind,
