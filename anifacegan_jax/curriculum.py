@@ -99,4 +99,6 @@ def step_config(config: ml_collections.ConfigDict, index: int) -> StepConfig:
       smooth_radius=float(config.imitation.smooth_radius),
       chamfer_opacity=float(config.imitation.chamfer_opacity),
       landmark_weight=float(config.imitation.landmark_weight),
-      landmark_dims=int(config.imitation.landmark_dims))
+      landmark_dims=int(config.imitation.landmark_dims),
+      # absent from configs saved before the field existed: the paper's routing
+      deform_image_gradient=bool(config.imitation.get("deform_image_gradient", True)))

@@ -59,6 +59,9 @@ class StepConfig:
       reconstruction network from the generated image, vs those of S(z_id, z_exp).
     landmark_dims: 3 (the paper: 3D landmarks, world units, no pose) or 2 (the '2D landmarks'
       ablation: both sets projected by the generating camera, image plane × camera radius).
+    deform_image_gradient: whether the losses of the rendered image (adversarial, pose, L_Ch,
+      L_lm) train the deformation network (the paper: they do); False leaves it to L_3DMM, L_reg
+      and L_smooth (Eq. 8-11), so it follows the 3DMM whatever the discriminator rewards.
   """
 
   resolution: int
@@ -85,6 +88,7 @@ class StepConfig:
   chamfer_opacity: float = 0.0
   landmark_weight: float = 0.0
   landmark_dims: int = 3
+  deform_image_gradient: bool = True
 
   def __post_init__(self):
     if self.landmark_dims not in (2, 3):
@@ -180,6 +184,14 @@ def _fade_alpha(step: Array, cfg: StepConfig) -> Array:
   if cfg.fade_steps <= 0:
     return jnp.ones((), jnp.float32)
   return jnp.clip((step - cfg.stage_start) / cfg.fade_steps, 0.0, 1.0).astype(jnp.float32)
+
+
+def image_params(g_params: PyTree, cfg: StepConfig) -> PyTree:
+  """The generator parameters the rendered image sees: the deformation network's under
+  `stop_gradient` when `cfg.deform_image_gradient` is off (its own terms still train it)."""
+  if cfg.deform_image_gradient:
+    return g_params
+  return {**g_params, "deformation": jax.lax.stop_gradient(g_params["deformation"])}
 
 
 def _fakes(generator, g_params, prior, key, num, cfg: StepConfig, remat: bool):
@@ -345,7 +357,8 @@ def g_step(state: GanState, key: PRNGKey, teachers: Teachers | None = None, *, g
 
   def loss_fn(g_params, sub_key):
     key_fakes, key_imitation = jax.random.split(sub_key)
-    out, latents, camera = _fakes(generator, g_params, state.prior, key_fakes, sub_batch, cfg,
+    out, latents, camera = _fakes(generator, image_params(g_params, cfg), state.prior, key_fakes,
+                                  sub_batch, cfg,
                                   remat=True)
     logit, pose = discriminator.apply({"params": state.d_params}, out.image, alpha)
     terms = dict(g_adv=losses.g_adversarial_loss(logit),

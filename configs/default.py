@@ -85,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.imitation.landmark_weight = 0.0  # L_lm, Eq. 7 (paper: on; 1e4 makes it O(0.1-1)); needs
   #                                         config.recon, so it is off by default ('w/o L_lm')
   config.imitation.landmark_dims = 3  # 3: 3D landmarks (paper); 2: the '2D landmarks' ablation
+  config.imitation.deform_image_gradient = True  # the image's losses (adversarial, pose, L_Ch,
+  #                                                L_lm) train the deformation network (paper);
+  #                                                False: only Eq. 8-11 do (BENCHMARKS.md "The 64²
+  #                                                run": the field then follows the 3DMM)
   config.face_model = ""  # 3DMM file (.mat BFM_model_front or .npz); '' = the procedural model
   config.recon = ""  # face-reconstruction network of L_lm: a `train_recon` workdir (Orbax) or
   #                    Deep3DFaceRecon's epoch_20.pth (ResNet-50, 224², BFM coefficients)

@@ -1,10 +1,11 @@
 """SynthFaces, the embedded procedural dataset: trains with no downloads.
 
   --config=configs/synthface.py        64², the default schedule
-  --config=configs/synthface.py:small  the shipped model: ≤ 2 h on a 2-core CPU, 16² training
+  --config=configs/synthface.py:small  ≤ 2 h on a 2-core CPU, 16² training (shipped until
+                                       2026-11-30)
   --config=configs/synthface.py:small64  the same networks trained at 64² with L_lm through the
-                                       shipped reconstruction network (an accelerator's minutes:
-                                       benchmarks/train_device.py)
+                                       shipped reconstruction network: the shipped model (four
+                                       minutes of an H200: benchmarks/train_device.py)
   --config=configs/synthface.py:tiny   minutes on a 2-core CPU: 16² images, small networks
 """
 

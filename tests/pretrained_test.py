@@ -1,6 +1,6 @@
 """The shipped SynthFaces model (`--pretrained=synthfaces`): it loads from the package, keeps its
-radiance manifolds, and its geometry and images follow its codes (BENCHMARKS.md "The small
-SynthFaces model" has the full evaluation)."""
+radiance manifolds, and its geometry follows its codes (BENCHMARKS.md "The 64² run on an
+accelerator" has the full evaluation)."""
 
 import pytest
 
@@ -23,7 +23,9 @@ def test_the_shipped_model_fits_its_size_budget(shipped):
   folder = pretrained.model_dir("synthfaces")
   assert sum(p.stat().st_size for p in folder.iterdir()) <= 40 * 2**20
   assert pretrained.has_recon(folder) and shipped.config.recon == str(folder)
-  assert shipped.step == int(shipped.config.num_steps)
+  # the step model.json names; the accelerator run stopped on its time budget (BENCHMARKS.md)
+  assert shipped.step == pretrained.read_info(folder)["step"]
+  assert 0 < shipped.step <= int(shipped.config.num_steps)
 
 
 def test_the_shipped_model_keeps_its_manifolds(measured):

@@ -1,5 +1,6 @@
 """The pmapped GAN step on 8 fake CPU devices: replicas agree, D learns, non-finite steps skip."""
 
+import dataclasses
 import functools
 
 import flax.jax_utils
@@ -111,6 +112,22 @@ def test_imitation_terms_are_finite_and_train_the_deformation(setup, tmp_path):
     updates, opt = tx.update(grad(params), opt, params)
     params = optax.apply_updates(params, updates)
   assert float(loss(params)) < 0.9 * first
+
+
+def test_the_image_losses_can_leave_the_deformation_to_its_imitation(setup):
+  # deform_image_gradient=False: the adversarial and pose losses train the template, not F (no
+  # imitation term is on here, so F gets no gradient at all and must not move).
+  generator, discriminator, g_tx, _, state, _ = setup
+  cfg = dataclasses.replace(CFG, batch_split=1, deform_image_gradient=False)
+  step = jax.pmap(functools.partial(ts.g_step, generator=generator, discriminator=discriminator,
+                                    g_tx=g_tx, cfg=cfg), axis_name="batch")
+  new, metrics = step(_replicate(state), _replicate(jax.random.key(5)))
+  assert float(metrics["g_ok"][0]) == 1.0
+  moved = lambda name: max(float(jnp.abs(a[0] - b).max()) for a, b in zip(
+      jax.tree_util.tree_leaves(new.g_params[name]),
+      jax.tree_util.tree_leaves(state.g_params[name])))
+  assert moved("deformation") == 0.0
+  assert moved("radiance") > 0 and moved("mapping") > 0
 
 
 @pytest.fixture(scope="module")

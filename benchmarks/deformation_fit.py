@@ -1,0 +1,157 @@
+"""How well does a trained model's deformation field imitate the 3DMM, and what would a field that
+does buy? A diagnostic of a model folder (no dataset, no discriminator).
+
+  python benchmarks/deformation_fit.py --pretrained=M --steps=2000 --out=benchmarks/x.json
+
+1. L_3DMM (Eq. 8-9) of the model's own deformation field on `--num_eval` prior samples, against
+   the zero field's (the 3DMM expression offsets' mean square): `ratio` < 1 means the field
+   follows the expression, > 1 that it is further from the 3DMM than no deformation at all.
+2. The deformation network alone refitted to L_3DMM (+ the config's L_reg, L_smooth) for `--steps`
+   Adam steps from the model's own weights (`--fresh`: from a new initialisation), nothing else
+   changed: the same ratio along the way (can the network imitate the 3DMM, and how fast?).
+3. `control` and `geometry` of the model with its own field and with the refitted one (same
+   latents, cameras and reconstruction network): what control a 3DMM-following field gives this
+   template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from anifacegan_jax import curriculum, evaluation, experiment  # noqa: E402
+from anifacegan_jax import train_step as ts  # noqa: E402
+from anifacegan_jax.models.priors import sample_latents  # noqa: E402
+
+TERMS = (("deform_imitation", "deform_weight"), ("deform_reg", "reg_weight"),
+         ("deform_smooth", "smooth_weight"))
+
+
+def deformation_terms(run, face, cfg, params, latents, key):
+  """The unweighted Eq. 8-11 terms of `params` (no rendering: L_Ch and L_lm off)."""
+  return ts.imitation_terms(run.generator, params, ts.Teachers(face=face, recon=None), latents,
+                            None, None, key, cfg)
+
+
+def mean_terms(run, face, cfg, params, num: int, seed: int, batch: int = 16) -> dict:
+  """Terms averaged over `num` prior samples, and the zero field's L_3DMM beside them."""
+  step = jax.jit(lambda p, lat, k: deformation_terms(run, face, cfg, p, lat, k))
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params["deformation"])
+  zero_params = dict(params, deformation=zero)
+  totals, zero_total, count = {}, 0.0, 0
+  for i in range(0, num, batch):
+    key = jax.random.key(seed + i)
+    latents = sample_latents(run.prior, jax.random.fold_in(key, 1), min(batch, num - i))
+    terms = jax.device_get(step(params, latents, key))
+    zero_total += float(step(zero_params, latents, key)["deform_imitation"]) * len(latents.z_id)
+    for name, value in terms.items():
+      totals[name] = totals.get(name, 0.0) + float(value) * len(latents.z_id)
+    count += len(latents.z_id)
+  out = {name: value / count for name, value in totals.items()}
+  out["zero_field_imitation"] = zero_total / count
+  out["ratio"] = out["deform_imitation"] / out["zero_field_imitation"]
+  return out
+
+
+def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_every: int,
+          fresh: bool = False):
+  """The deformation network alone trained on the weighted Eq. 8-11 terms (Adam, β = (0, 0.9) as
+  the generator's optimizer), from the model's weights or, `fresh`, from a new initialisation."""
+  params = run.ema_params
+  if fresh:
+    from anifacegan_jax.models.generator import init_generator
+    new = init_generator(run.generator, jax.random.key(int(run.config.seed)))
+    params = dict(params, deformation=new["params"]["deformation"])
+  tx = optax.adam(lr, b1=0.0, b2=0.9)
+  opt_state = tx.init(params["deformation"])
+
+  @jax.jit
+  def update(deform, opt_state, key):
+    def loss_fn(d):
+      latents = sample_latents(run.prior, jax.random.fold_in(key, 1), batch)
+      terms = deformation_terms(run, face, cfg, dict(params, deformation=d), latents, key)
+      return sum(getattr(cfg, w) * terms[n] for n, w in TERMS if n in terms), terms
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(deform)
+    updates, opt_state = tx.update(grads, opt_state, deform)
+    return optax.apply_updates(deform, updates), opt_state, terms
+
+  deform, curve = params["deformation"], []
+  for i in range(steps):
+    deform, opt_state, terms = update(deform, opt_state, jax.random.key(seed + 7919 * (i + 1)))
+    if (i + 1) % log_every == 0 or i + 1 == steps:
+      curve.append(dict(step=i + 1, **{k: float(v) for k, v in jax.device_get(terms).items()}))
+      print(json.dumps(curve[-1]), flush=True)
+  return dict(params, deformation=deform), curve
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--pretrained", required=True, help="model folder or a shipped name")
+  parser.add_argument("--steps", type=int, default=2000, help="refit steps (0: measure only)")
+  parser.add_argument("--lr", type=float, default=None, help="refit learning rate "
+                      "(default: the config's optim.deform_lr)")
+  parser.add_argument("--fresh", action="store_true",
+                      help="refit from a newly initialised deformation network (as a run starts)")
+  parser.add_argument("--batch", type=int, default=8, help="latents per refit step")
+  parser.add_argument("--num_eval", type=int, default=128, help="prior samples for the ratio")
+  parser.add_argument("--control_num", type=int, default=128)
+  parser.add_argument("--geometry_num", type=int, default=32)
+  parser.add_argument("--recon", default="", help="network of `control` ('' = the config's, "
+                      "else the shipped 'synthfaces')")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", required=True, help="JSON record")
+  args = parser.parse_args(argv)
+  if args.steps < 0 or args.batch < 1 or args.num_eval < 1:
+    parser.error("--steps must be >= 0, --batch and --num_eval >= 1")
+
+  run = experiment.load_pretrained(args.pretrained)
+  config = run.config
+  face = experiment.load_face_model(config)
+  cfg = dataclasses.replace(curriculum.step_config(config, 0), chamfer_weight=0.0,
+                            landmark_weight=0.0)
+  if cfg.deform_weight <= 0:
+    raise SystemExit(f"{args.pretrained}: config.imitation.deform_weight is 0 (nothing to fit)")
+  lr = args.lr if args.lr is not None else float(config.optim.deform_lr)
+  record = dict(pretrained=str(args.pretrained), step=run.step, args=vars(args), lr=lr,
+                jax=jax.__version__, device=jax.devices()[0].device_kind,
+                python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
+  record["own_field"] = mean_terms(run, face, cfg, run.ema_params, args.num_eval, args.seed + 1)
+  print(json.dumps(dict(own_field=record["own_field"])), flush=True)
+  settings = evaluation.Settings(metrics=("control", "geometry"), control_num=args.control_num,
+                                 geometry_num=args.geometry_num, seed=args.seed,
+                                 recon=config.recon or args.recon or "synthfaces")
+  with tempfile.TemporaryDirectory() as tmp:
+    tick = time.perf_counter()
+    record["own_metrics"] = evaluation.evaluate(run, tmp, settings)
+    record["eval_s"] = round(time.perf_counter() - tick, 1)
+    print(json.dumps(dict(own_metrics=record["own_metrics"])), flush=True)
+    if args.steps:
+      tick = time.perf_counter()
+      params, record["refit_curve"] = refit(run, face, cfg, args.steps, lr, args.batch,
+                                            args.seed + 2, max(1, args.steps // 20), args.fresh)
+      record["refit_s"] = round(time.perf_counter() - tick, 1)
+      record["refit_field"] = mean_terms(run, face, cfg, params, args.num_eval, args.seed + 1)
+      print(json.dumps(dict(refit_field=record["refit_field"])), flush=True)
+      refitted = dataclasses.replace(run, ema_params=params)
+      record["refit_metrics"] = evaluation.evaluate(refitted, tmp, settings)
+      print(json.dumps(dict(refit_metrics=record["refit_metrics"])), flush=True)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(record, indent=1) + "\n")
+  return record
+
+
+if __name__ == "__main__":
+  main()
