@@ -13,7 +13,8 @@ logged every config.log_every iterations to <out>/log.jsonl. At `--num_checkpoin
 points (in steps, or in training seconds when `--seconds` ends the run first; the last at the end)
 it writes the EMA generator as a model folder (`pretrained.write`, packed as
 <out>/model_<step>.tar) with a row of frontal samples, and measures the `evaluate` metrics that need
-no real images (control, ds, consistency, geometry), all in <out>/record.json. Back on a machine
+no real images (control, ds, consistency, geometry) and the deformation field's L_3DMM against the
+zero field's (`deformation/ratio`, benchmarks/deformation_fit.py), all in <out>/record.json. Back on a machine
 with the dataset, FID follows from the folder:
 
   mkdir M && tar -xf model_3000.tar -C M && python -m anifacegan_jax.evaluate --pretrained=M \
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
 import json
 import os
@@ -46,6 +48,8 @@ from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.face3d import synthetic  # noqa: E402
 from anifacegan_jax.models.priors import GaussianPrior  # noqa: E402
 from anifacegan_jax.types import Batch  # noqa: E402
+
+import deformation_fit  # noqa: E402  (benchmarks/, beside this script)
 
 DEVICE_METRICS = ("control", "ds", "consistency", "geometry")
 
@@ -174,8 +178,9 @@ def main(argv=None) -> dict:
   replicate = lambda tree: flax.jax_utils.replicate(tree, axis_name=ts.AXIS)
   recon = None
   teachers = ts.Teachers(face=None, recon=None)
-  if cfg.uses_face_model:
-    teachers = ts.Teachers(face=replicate(experiment.load_face_model(config)), recon=None)
+  face = experiment.load_face_model(config) if cfg.uses_face_model else None
+  if face is not None:
+    teachers = ts.Teachers(face=replicate(face), recon=None)
   if cfg.uses_recon:
     recon, recon_variables = experiment.load_recon(config)
     teachers = ts.Teachers(face=teachers.face, recon=replicate(recon_variables))
@@ -190,6 +195,7 @@ def main(argv=None) -> dict:
     return Batch(image=shape(data["image"]), pose=shape(data["pose"]),
                  coefficients=shape(data["coefficients"]), landmarks=shape(data["landmarks"]))
 
+  field_cfg = dataclasses.replace(cfg, chamfer_weight=0.0, landmark_weight=0.0)
   log_path = out / "log.jsonl"
   log_path.write_text("")
   settings = evaluation.Settings(
@@ -238,6 +244,10 @@ def main(argv=None) -> dict:
       tick = time.perf_counter()
       with tempfile.TemporaryDirectory() as workdir:  # FID caches only: none are made here
         metrics = evaluation.evaluate(run, workdir, settings)
+      if cfg.deform_weight > 0:  # how much of the 3DMM's expression offsets the field follows
+        field = deformation_fit.mean_terms(run, face, field_cfg, host.ema_params,
+                                           max(16, int(128 * args.eval_scale)), config.seed + 1)
+        metrics["deformation/ratio"] = field["ratio"]
       rows.append(samples_row(run, int(config.num_snapshot)))
       Image.fromarray(np.concatenate(rows, 0)).save(out / "samples.png")  # a row per checkpoint
       tar = write_model(out, config, host, step)
