@@ -210,7 +210,7 @@ def smooth(trajectory: Trajectory, window: int) -> Trajectory:
 def named_expression(spec: str) -> np.ndarray:
   """(64,) z_exp from SynthFaces blendshape names: 'jaw_open' or 'smile_left=0.8,smile_right=0.8'
   (a bare name means 1). Only meaningful for runs on the procedural model."""
-  from anifacegan_jax.face3d.procedural_expressions import EXPRESSION_NAMES
+  from anifacegan_jax.synthfaces.procedural_expressions import EXPRESSION_NAMES
   z_exp = np.zeros(NUM_EXP, np.float32)
   for part in spec.split(","):
     name, _, value = part.strip().partition("=")

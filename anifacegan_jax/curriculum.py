@@ -80,10 +80,12 @@ def stage_index(config: ml_collections.ConfigDict, step: int) -> int:
   return max(i for i, s in enumerate(config.stages) if s.start_step <= step)
 
 
-def step_config(config: ml_collections.ConfigDict, index: int) -> StepConfig:
-  """The static step settings of stage `index`."""
+def step_config(config: ml_collections.ConfigDict, index: int = 0, **overrides) -> StepConfig:
+  """The static step settings of stage `index`, every one read from `config` (configs/default.py
+  holds the defaults); `overrides` replace fields by name (tests, benchmarks)."""
   stage = config.stages[index]
-  return StepConfig(
+  imitation = config.imitation
+  settings = dict(
       resolution=int(stage.resolution), per_device_batch=int(stage.per_device_batch),
       batch_split=int(stage.batch_split), chunk_size=int(config.chunk_size),
       r1_gamma=float(config.loss.r1_gamma), pos_lambda=float(config.loss.pos_lambda),
@@ -91,14 +93,19 @@ def step_config(config: ml_collections.ConfigDict, index: int) -> StepConfig:
       fade_steps=int(config.fade_steps) if config.discriminator.fade_in else 0,
       stage_start=int(stage.start_step), yaw_std=float(config.camera.yaw_std),
       pitch_std=float(config.camera.pitch_std), pose_clamp=float(config.camera.clamp),
-      chamfer_weight=float(config.imitation.chamfer_weight),
-      deform_weight=float(config.imitation.deform_weight),
-      reg_weight=float(config.imitation.reg_weight),
-      smooth_weight=float(config.imitation.smooth_weight),
-      imitation_points=int(config.imitation.points), imitation_noise=float(config.imitation.noise),
-      smooth_radius=float(config.imitation.smooth_radius),
-      chamfer_opacity=float(config.imitation.chamfer_opacity),
-      landmark_weight=float(config.imitation.landmark_weight),
-      landmark_dims=int(config.imitation.landmark_dims),
+      chamfer_weight=float(imitation.chamfer_weight),
+      deform_weight=float(imitation.deform_weight),
+      reg_weight=float(imitation.reg_weight),
+      smooth_weight=float(imitation.smooth_weight),
+      imitation_points=int(imitation.points), imitation_noise=float(imitation.noise),
+      smooth_radius=float(imitation.smooth_radius),
+      chamfer_opacity=float(imitation.chamfer_opacity),
+      landmark_weight=float(imitation.landmark_weight),
+      landmark_dims=int(imitation.landmark_dims),
       # absent from configs saved before the field existed: the paper's routing
-      deform_image_gradient=bool(config.imitation.get("deform_image_gradient", True)))
+      deform_image_gradient=bool(imitation.get("deform_image_gradient", True)))
+  unknown = set(overrides) - set(settings)
+  if unknown:
+    raise TypeError(f"step_config: no StepConfig field named {sorted(unknown)}")
+  settings.update(overrides)
+  return StepConfig(**settings)

@@ -34,7 +34,8 @@ import numpy as np
 
 from anifacegan_jax.metrics import fid as fid_lib
 from anifacegan_jax.metrics import inception
-from anifacegan_jax.models.generator import manifold_health, render
+from anifacegan_jax.metrics import rendered
+from anifacegan_jax.models.generator import manifold_health
 from anifacegan_jax.models.priors import sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
 from anifacegan_jax.experiment import Run
@@ -120,6 +121,27 @@ def protocol_draw(run: Run):
   return one
 
 
+def protocol_latents(run: Run, num: int, seed: int = 0):
+  """(Latents, Camera) of the protocol's images 0 .. num-1: image i from fold_in(key(seed), i)."""
+  root = jax.random.key(seed)
+  keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(num))
+  return jax.vmap(protocol_draw(run))(keys)
+
+
+def _rendered(run: Run, latents, camera, read, *, resolution: int, batch_size: int):
+  """`metrics.rendered.in_batches` of the run's EMA generator."""
+  return rendered.in_batches(run.generator, {"params": run.ema_params}, latents, camera, read,
+                             resolution=resolution, chunk_size=int(run.config.chunk_size),
+                             batch_size=batch_size)
+
+
+def _gathered(run: Run, latents, camera, read, *, resolution: int, batch_size: int):
+  """`metrics.rendered.gather` of the run's EMA generator: {name: (N, ...)}."""
+  return rendered.gather(run.generator, {"params": run.ema_params}, latents, camera, read,
+                         resolution=resolution, chunk_size=int(run.config.chunk_size),
+                         batch_size=batch_size)
+
+
 def generated_images(run: Run, num: int, *, resolution: int, batch_size: int = 16,
                      seed: int = 0) -> Iterator[np.ndarray]:
   """uint8 batches (≤ batch_size·devices, R, R, 3) of `num` images rendered with ψ = 1.
@@ -127,24 +149,10 @@ def generated_images(run: Run, num: int, *, resolution: int, batch_size: int = 1
   Image i draws its latents and camera from `fold_in(key(seed), i)`: the set does not depend on
   the batch size or the number of devices.
   """
-  config, devices = run.config, jax.local_devices()
-  one = protocol_draw(run)
-
-  def draw(params, keys):
-    latents, camera = jax.vmap(one)(keys)
-    out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
-                 chunk_size=int(config.chunk_size), lock_view=True)
-    return out.image
-
-  step = jax.pmap(draw, in_axes=(None, 0))
-  root = jax.random.key(seed)
-  per_call = batch_size * len(devices)
-  for start in range(0, num, per_call):
-    count = min(per_call, num - start)
-    index = np.arange(start, start + per_call) % num  # pad the last call with repeats
-    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(index))
-    images = step(run.ema_params, keys.reshape(len(devices), batch_size))
-    yield to_uint8(images).reshape((per_call,) + images.shape[2:])[:count]
+  latents, camera = protocol_latents(run, num, seed)
+  for part in _rendered(run, latents, camera, lambda out, *_: {"image": out.image},
+                        resolution=resolution, batch_size=batch_size):
+    yield to_uint8(part["image"])
 
 
 def real_images(config, num: int, *, resolution: int, seed: int = 0) -> np.ndarray:
@@ -243,44 +251,29 @@ def control(run: Run, settings: Settings, resolution: int, recon) -> dict[str, f
                         yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
 
 
-def _renderer(run: Run, resolution: int, recon=None):
-  """jitted (params, latents, camera) -> (image, depth[, coefficients read by the network])."""
-  def draw(params, latents, camera):
-    out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
-                 chunk_size=int(run.config.chunk_size), lock_view=True)
-    if recon is None:
-      return out.image, out.depth, None
-    net, net_variables, _ = recon
-    return out.image, out.depth, net.apply(net_variables, (jnp.clip(out.image, -1, 1) + 1) / 2,
-                                           train=False)
-  return jax.jit(draw)
-
-
-def _in_batches(fn, params, latents, camera, batch_size: int):
-  """fn over (N,) latents and cameras in padded batches; outputs concatenated (numpy)."""
-  num = camera.yaw.shape[0]
-  parts = []
-  for start in range(0, num, batch_size):
-    index = np.arange(start, start + batch_size) % num
-    take = lambda x: x[index]  # noqa: E731
-    out = fn(params, jax.tree_util.tree_map(take, latents), jax.tree_util.tree_map(take, camera))
-    parts.append([None if o is None else np.asarray(o)[:min(batch_size, num - start)]
-                  for o in out])
-  return [None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
-          for i in range(len(parts[0]))]
+def _reader(recon=None):
+  """read(out, ...) -> image, depth and, with a network, the coefficients it reads."""
+  def read(out, latents, camera):
+    values = {"image": out.image, "depth": out.depth}
+    if recon is not None:
+      net, net_variables, _ = recon
+      values["coefficients"] = net.apply(net_variables, rendered.image_01(out.image), train=False)
+    return values
+  return read
 
 
 def disentanglement(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
   """DS of expression and pose (`metrics.disentanglement`)."""
   from anifacegan_jax.metrics import disentanglement as ds
 
-  fn, cam = _renderer(run, resolution, recon), run.config.camera
+  cam = run.config.camera
   key, preds = jax.random.key(settings.seed + 2), {}
   for i, factor in enumerate(("exp", "pose")):
     latents, camera = ds.variations(run.prior, jax.random.fold_in(key, i), factor,
                                     settings.ds_anchors, settings.ds_variations,
                                     yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
-    coefficients = _in_batches(fn, run.ema_params, latents, camera, settings.batch_size)[2]
+    coefficients = _gathered(run, latents, camera, _reader(recon), resolution=resolution,
+                             batch_size=settings.batch_size)["coefficients"]
     preds[factor] = coefficients.reshape(settings.ds_anchors, settings.ds_variations, -1)
   sigma = ds.normalized_variances(preds)
   results = {f"ds/{f}": v for f, v in ds.scores(sigma).items()}
@@ -295,11 +288,12 @@ def consistency(run: Run, settings: Settings, resolution: int, recon) -> dict[st
 
   num = settings.consistency_num
   latents = sample_latents(run.prior, jax.random.key(settings.seed + 3), num)
-  fn = _renderer(run, resolution, recon)
   views = []
   for yaw in settings.consistency_yaws:
     camera = Camera(pitch=jnp.full((num,), jnp.pi / 2), yaw=jnp.full((num,), jnp.pi / 2 + yaw))
-    views.append((camera, *_in_batches(fn, run.ema_params, latents, camera, settings.batch_size)))
+    view = _gathered(run, latents, camera, _reader(recon), resolution=resolution,
+                     batch_size=settings.batch_size)
+    views.append((camera, view["image"], view["depth"], view.get("coefficients")))
   (cam_a, image_a, depth_a, pred_a), (cam_b, image_b, depth_b, pred_b) = views
   geometry = dict(fov_degrees=run.generator.fov_degrees, radius=run.generator.camera_radius)
   error, kept = cons.warp_error(image_a, depth_a, cam_a, image_b, depth_b, cam_b, **geometry)
@@ -321,16 +315,14 @@ def geometry(run: Run, settings: Settings, resolution: int) -> dict[str, float]:
   camera = sample_camera(key_camera, settings.geometry_num, yaw_std=cam.yaw_std,
                          pitch_std=cam.pitch_std, clamp=cam.clamp)
 
-  @jax.jit
-  def health(params, latents, camera):
-    out = render(run.generator, {"params": params}, latents, camera, resolution=resolution,
-                 chunk_size=int(run.config.chunk_size), lock_view=True)
-    return manifold_health(out)
+  def health(out, *_):
+    crossings, foreground = manifold_health(out)
+    return {"crossings": crossings, "foreground": foreground}
 
-  crossings, foreground = _in_batches(health, run.ema_params, latents, camera,
-                                      settings.batch_size)
-  return {"geometry/crossings": float(np.mean(crossings)),
-          "geometry/foreground": float(np.mean(foreground))}
+  values = _gathered(run, latents, camera, health, resolution=resolution,
+                     batch_size=settings.batch_size)
+  return {"geometry/crossings": float(np.mean(values["crossings"])),
+          "geometry/foreground": float(np.mean(values["foreground"]))}
 
 
 def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[str, Any]:

@@ -18,15 +18,16 @@ import pathlib
 import jax
 import ml_collections
 
-from anifacegan_jax import checkpointing, pretrained
+from anifacegan_jax import checkpointing, pretrained, recon_step
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.curriculum import ConfigError
-from anifacegan_jax.face3d import morphable, procedural, recon_step
+from anifacegan_jax.face3d import morphable
 from anifacegan_jax.face3d.morphable import MorphableArrays
-from anifacegan_jax.face3d.recon import ReconNet, load_deep3d_recon
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator
 from anifacegan_jax.models.priors import GaussianPrior, Prior, load_prior
+from anifacegan_jax.models.recon import ReconNet, load_deep3d_recon
+from anifacegan_jax.synthfaces import procedural
 from anifacegan_jax.types import PyTree
 
 PRIOR_FILE = "file:"

@@ -43,11 +43,18 @@ def main(argv):
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
   logging.info("%s", distributed.describe())
-  import tensorflow as tf  # tf.data only: keep TensorFlow off the accelerators
-  tf.config.set_visible_devices([], "GPU")
-  from anifacegan_jax import train
   logging.info("config:\n%s", FLAGS.config)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.step)
+  train(FLAGS.config, FLAGS.workdir, step=FLAGS.step)
+
+
+def train(config, workdir: str, step: int | None = None) -> None:
+  """Train (or resume) `config` in `workdir`, as the command line does; the way in for scripts
+  (benchmarks/) that build their configs in Python. TensorFlow (tf.data only) is kept off the
+  accelerators before the training loop is imported."""
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  from anifacegan_jax import train as training_loop
+  training_loop.train_and_evaluate(config, workdir, step=step)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 
 from anifacegan_jax import torch_zip
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator
+from anifacegan_jax.torch_zip import CheckpointLayoutError
 from anifacegan_jax.types import PyTree
 
 # (official Linear prefix, Flax module path), in `parameters()` registration order.
@@ -41,10 +42,6 @@ DEFORMATION_LAYOUT: Layout = (
     ("final_layer", ("output",)),
     *[(f"mapping_network.network.{2 * i}", ("mapping", f"dense_{i}")) for i in range(4)],
 )
-
-
-class CheckpointLayoutError(ValueError):
-  """An official checkpoint does not have the keys or shapes this model expects."""
 
 
 def official_generator(**overrides: Any) -> AnimatableGenerator:

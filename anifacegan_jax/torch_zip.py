@@ -80,6 +80,10 @@ class UnsupportedDtypeError(TorchZipError):
   """A tensor dtype numpy cannot represent (quantized, complex32, ...) or `save` cannot write."""
 
 
+class CheckpointLayoutError(ValueError):
+  """A checkpoint that reads, but lacks the keys or shapes the model loading it expects."""
+
+
 class PickledObject:
   """Inert stand-in for an instance of a class outside the allowlist.
 

@@ -5,7 +5,7 @@
 
 A workdir with checkpoints is resumed automatically; the held-out metrics (exp RMSE, 3D landmark
 error in mm) are logged, written to TensorBoard and printed as JSON at the end. Other code loads
-the result with `face3d.recon_training.restore_recon(workdir)`.
+the result with `recon_training.restore_recon(workdir)`.
 """
 
 import json
@@ -27,7 +27,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import tensorflow as tf  # tf.data only: keep TensorFlow off the accelerators
   tf.config.set_visible_devices([], "GPU")
-  from anifacegan_jax.face3d import recon_training
+  from anifacegan_jax import recon_training
   logging.info("config:\n%s", FLAGS.config)
   _, metrics = recon_training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(json.dumps(metrics))

@@ -19,11 +19,11 @@ import optax
 from anifacegan_jax import losses
 from anifacegan_jax.face3d import geometry
 from anifacegan_jax.face3d.morphable import MorphableArrays
-from anifacegan_jax.face3d.recon import ReconNet
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import (AnimatableGenerator, init_generator, manifold_health,
                                              render)
 from anifacegan_jax.models.priors import GaussianPrior, Prior, sample_latents
+from anifacegan_jax.models.recon import ReconNet
 from anifacegan_jax.rendering.camera import generate_rays, project_points, sample_camera
 from anifacegan_jax.types import Array, Batch, PRNGKey, PyTree
 
@@ -32,7 +32,8 @@ AXIS = "batch"
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  """Static settings of one training stage (hashable; changing one recompiles).
+  """Static settings of one training stage (hashable; changing one recompiles). Built from a
+  config by `curriculum.step_config`, which holds no defaults of its own: configs/default.py does.
 
   Attributes:
     resolution: image size R of this stage.
@@ -46,7 +47,6 @@ class StepConfig:
     fade_steps: discriminator fade-in length in steps (0 disables the fade).
     stage_start: first step of this stage (the fade starts there).
     yaw_std, pitch_std, pose_clamp: the camera prior (radians).
-    lock_view: lock view directions when rendering fakes.
     chamfer_weight: weight of L_Ch (Eq. 6), 3DMM mesh → generated depth cloud.
     deform_weight: weight of L_3DMM (Eq. 8-9), deformation imitation.
     reg_weight, smooth_weight: weights of L_reg (Eq. 10) and L_smooth (Eq. 11).
@@ -66,29 +66,28 @@ class StepConfig:
 
   resolution: int
   per_device_batch: int
-  batch_split: int = 1
-  chunk_size: int = 4096
-  r1_gamma: float = 1.0
-  pos_lambda: float = 15.0
-  real_pos_lambda: float = 15.0
-  ema_decay: float = 0.999
-  fade_steps: int = 0
-  stage_start: int = 0
-  yaw_std: float = 0.3
-  pitch_std: float = 0.155
-  pose_clamp: float = 1.3
-  lock_view: bool = False
-  chamfer_weight: float = 0.0
-  deform_weight: float = 0.0
-  reg_weight: float = 0.0
-  smooth_weight: float = 0.0
-  imitation_points: int = 1024
-  imitation_noise: float = 0.003
-  smooth_radius: float = 0.001
-  chamfer_opacity: float = 0.0
-  landmark_weight: float = 0.0
-  landmark_dims: int = 3
-  deform_image_gradient: bool = True
+  batch_split: int
+  chunk_size: int
+  r1_gamma: float
+  pos_lambda: float
+  real_pos_lambda: float
+  ema_decay: float
+  fade_steps: int
+  stage_start: int
+  yaw_std: float
+  pitch_std: float
+  pose_clamp: float
+  chamfer_weight: float
+  deform_weight: float
+  reg_weight: float
+  smooth_weight: float
+  imitation_points: int
+  imitation_noise: float
+  smooth_radius: float
+  chamfer_opacity: float
+  landmark_weight: float
+  landmark_dims: int
+  deform_image_gradient: bool
 
   def __post_init__(self):
     if self.landmark_dims not in (2, 3):
@@ -200,7 +199,7 @@ def _fakes(generator, g_params, prior, key, num, cfg: StepConfig, remat: bool):
   camera = sample_camera(key_camera, num, yaw_std=cfg.yaw_std, pitch_std=cfg.pitch_std,
                          clamp=cfg.pose_clamp)
   out = render(generator, {"params": g_params}, latents, camera, resolution=cfg.resolution,
-               chunk_size=cfg.chunk_size, lock_view=cfg.lock_view, remat=remat)
+               chunk_size=cfg.chunk_size, lock_view=False, remat=remat)
   return out, latents, camera
 
 

@@ -39,15 +39,19 @@ TERMS = (("deform_imitation", "deform_weight"), ("deform_reg", "reg_weight"),
          ("deform_smooth", "smooth_weight"))
 
 
-def deformation_terms(run, face, cfg, params, latents, key):
+def deformation_terms(generator, face, cfg, params, latents, key):
   """The unweighted Eq. 8-11 terms of `params` (no rendering: L_Ch and L_lm off)."""
-  return ts.imitation_terms(run.generator, params, ts.Teachers(face=face, recon=None), latents,
+  return ts.imitation_terms(generator, params, ts.Teachers(face=face, recon=None), latents,
                             None, None, key, cfg)
+
+
+# One compile per (generator, step settings, shapes), shared by every call of `mean_terms`.
+_jitted_terms = jax.jit(deformation_terms, static_argnums=(0, 2))
 
 
 def mean_terms(run, face, cfg, params, num: int, seed: int, batch: int = 16) -> dict:
   """Terms averaged over `num` prior samples, and the zero field's L_3DMM beside them."""
-  step = jax.jit(lambda p, lat, k: deformation_terms(run, face, cfg, p, lat, k))
+  step = lambda p, lat, k: _jitted_terms(run.generator, face, cfg, p, lat, k)  # noqa: E731
   zero = jax.tree_util.tree_map(jnp.zeros_like, params["deformation"])
   zero_params = dict(params, deformation=zero)
   totals, zero_total, count = {}, 0.0, 0
@@ -66,24 +70,32 @@ def mean_terms(run, face, cfg, params, num: int, seed: int, batch: int = 16) -> 
 
 
 def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_every: int,
-          fresh: bool = False):
-  """The deformation network alone trained on the weighted Eq. 8-11 terms (Adam, β = (0, 0.9) as
-  the generator's optimizer), from the model's weights or, `fresh`, from a new initialisation."""
+          fresh: bool = False, b1: float = 0.0):
+  """The deformation network alone trained on the weighted Eq. 8-11 terms (Adam, β = (b1, 0.9);
+  b1 = 0 as the generator's optimizer), from the model's weights or, `fresh`, from a new
+  initialisation."""
   params = run.ema_params
   if fresh:
     from anifacegan_jax.models.generator import init_generator
     new = init_generator(run.generator, jax.random.key(int(run.config.seed)))
     params = dict(params, deformation=new["params"]["deformation"])
-  tx = optax.adam(lr, b1=0.0, b2=0.9)
+  tx = optax.adam(lr, b1=b1, b2=0.9)
   opt_state = tx.init(params["deformation"])
+
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params["deformation"])
 
   @jax.jit
   def update(deform, opt_state, key):
+    latents = sample_latents(run.prior, jax.random.fold_in(key, 1), batch)
+    terms_of = lambda d: deformation_terms(run.generator, face, cfg,  # noqa: E731
+                                           dict(params, deformation=d), latents, key)
+
     def loss_fn(d):
-      latents = sample_latents(run.prior, jax.random.fold_in(key, 1), batch)
-      terms = deformation_terms(run, face, cfg, dict(params, deformation=d), latents, key)
+      terms = terms_of(d)
       return sum(getattr(cfg, w) * terms[n] for n, w in TERMS if n in terms), terms
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(deform)
+    # this batch's L_3DMM over its zero field's: the curve's ratio, before the update
+    terms = dict(terms, ratio=terms["deform_imitation"] / terms_of(zero)["deform_imitation"])
     updates, opt_state = tx.update(grads, opt_state, deform)
     return optax.apply_updates(deform, updates), opt_state, terms
 
@@ -105,6 +117,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--fresh", action="store_true",
                       help="refit from a newly initialised deformation network (as a run starts)")
   parser.add_argument("--batch", type=int, default=8, help="latents per refit step")
+  parser.add_argument("--b1", type=float, default=0.0, help="refit Adam β1 (0: the generator's)")
   parser.add_argument("--num_eval", type=int, default=128, help="prior samples for the ratio")
   parser.add_argument("--control_num", type=int, default=128)
   parser.add_argument("--geometry_num", type=int, default=32)
@@ -113,8 +126,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", required=True, help="JSON record")
   args = parser.parse_args(argv)
-  if args.steps < 0 or args.batch < 1 or args.num_eval < 1:
-    parser.error("--steps must be >= 0, --batch and --num_eval >= 1")
+  if args.steps < 0 or args.batch < 1 or args.num_eval < 1 or not 0 <= args.b1 < 1:
+    parser.error("--steps must be >= 0, --batch and --num_eval >= 1, --b1 in [0, 1)")
 
   run = experiment.load_pretrained(args.pretrained)
   config = run.config
@@ -140,7 +153,8 @@ def main(argv=None) -> dict:
     if args.steps:
       tick = time.perf_counter()
       params, record["refit_curve"] = refit(run, face, cfg, args.steps, lr, args.batch,
-                                            args.seed + 2, max(1, args.steps // 20), args.fresh)
+                                            args.seed + 2, max(1, args.steps // 20), args.fresh,
+                                            args.b1)
       record["refit_s"] = round(time.perf_counter() - tick, 1)
       record["refit_field"] = mean_terms(run, face, cfg, params, args.num_eval, args.seed + 1)
       print(json.dumps(dict(refit_field=record["refit_field"])), flush=True)

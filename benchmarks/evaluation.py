@@ -44,11 +44,12 @@ from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from anifacegan_jax import checkpointing, evaluation, experiment, sampling, train  # noqa: E402
+from anifacegan_jax import checkpointing, evaluation, experiment, sampling  # noqa: E402
+from anifacegan_jax import recon_training as rt  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
+from anifacegan_jax.main import train as run_training  # noqa: E402
 from anifacegan_jax.metrics import fid as fid_lib  # noqa: E402
 from anifacegan_jax.metrics import fid_weights, inception  # noqa: E402
-from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
 import imitation  # noqa: E402  (benchmarks/imitation.py: the arm's config and machine record)
 
 
@@ -111,8 +112,6 @@ def write_figure(args, config, num: int = 8, scale: int = 4) -> None:
   protocol's latents and cameras) above their depth (near 0.88 white … far 1.12 black)."""
   from PIL import Image
 
-  from anifacegan_jax.models.generator import render
-
   record = json.loads(pathlib.Path(args.out).read_text())
   resolution = int(config.stages[0].resolution)
   rows = [evaluation.real_images(config, num, resolution=resolution)]
@@ -120,11 +119,9 @@ def write_figure(args, config, num: int = 8, scale: int = 4) -> None:
     images = np.concatenate(list(evaluation.generated_images(run, num, resolution=resolution,
                                                              batch_size=1)))
     rows.append(images)
-    latents, camera = jax.vmap(evaluation.protocol_draw(run))(
-        jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(num)))
-    depth = np.asarray(render(run.generator, {"params": run.ema_params}, latents, camera,
-                              resolution=resolution, chunk_size=int(run.config.chunk_size),
-                              lock_view=True).depth)
+    latents, camera = evaluation.protocol_latents(run, num)
+    depth = evaluation._gathered(run, latents, camera, lambda out, *_: {"depth": out.depth},
+                                 resolution=resolution, batch_size=num)["depth"]
     near, far = run.generator.near, run.generator.far
     gray = np.clip((far - depth) / (far - near), 0, 1)
     rows.append(np.repeat(sampling.to_uint8(gray * 2 - 1)[..., None], 3, axis=-1))
@@ -257,7 +254,7 @@ def main() -> None:
     return
   start = time.time()
   if not args.trained and (checkpointing.latest_step(args.workdir) or 0) < steps[-1]:
-    train.train_and_evaluate(config, args.workdir)
+    run_training(config, args.workdir)
   train_s = round(time.time() - start, 1)
   recon_config = rt.restore_config(args.recon)
   evals = pathlib.Path(args.recon) / rt.EVAL_FILE

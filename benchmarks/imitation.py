@@ -31,8 +31,9 @@ import ml_collections
 from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from anifacegan_jax import experiment, train  # noqa: E402
-from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
+from anifacegan_jax import experiment  # noqa: E402
+from anifacegan_jax import recon_training as rt  # noqa: E402
+from anifacegan_jax.main import train as run_training  # noqa: E402
 from anifacegan_jax.metrics import coefficients, control  # noqa: E402
 from configs import synthface  # noqa: E402
 
@@ -99,7 +100,7 @@ def main() -> None:
     timing = pathlib.Path(workdir) / TIMING_FILE
     trained_before = timing.exists()
     start = time.time()
-    train.train_and_evaluate(config, workdir)
+    run_training(config, workdir)
     if not trained_before:  # the wall time of the run that trained it, kept for re-evaluations
       timing.write_text(json.dumps(dict(train_wall_s=round(time.time() - start, 1))))
     train_s = json.loads(timing.read_text())["train_wall_s"]

@@ -30,19 +30,20 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from anifacegan_jax import curriculum  # noqa: E402
+from anifacegan_jax import recon_step  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
-from anifacegan_jax.face3d import procedural, recon_step, synthetic  # noqa: E402
 from anifacegan_jax.metrics import coefficients, control  # noqa: E402
 from anifacegan_jax.models.discriminator import Discriminator  # noqa: E402
 from anifacegan_jax.models.generator import AnimatableGenerator, render  # noqa: E402
 from anifacegan_jax.models.priors import GaussianPrior, sample_latents  # noqa: E402
+from anifacegan_jax.synthfaces import procedural, synthetic  # noqa: E402
 from anifacegan_jax.types import Batch, Camera  # noqa: E402
+from configs import default  # noqa: E402
 
-# The config defaults (configs/default.py); imitation_lm adds L_lm at 1e4.
-IMITATION = dict(chamfer_weight=100.0, deform_weight=1e4, reg_weight=10.0, smooth_weight=1e3,
-                 chamfer_opacity=0.0)
-ARMS = {"adversarial": {}, "imitation": IMITATION,
-        "imitation_lm": dict(IMITATION, landmark_weight=1e4)}
+# configs/default.py's step settings, its imitation weights on or off; imitation_lm adds L_lm at 1e4.
+OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0)
+ARMS = {"adversarial": OFF, "imitation": {}, "imitation_lm": dict(landmark_weight=1e4)}
 TINY = dict(radiance_hidden=32, manifold_hidden=32, deform_hidden=32, num_samples=16,
             num_levels=6)
 
@@ -58,9 +59,10 @@ def train_arm(arm, args, data, prior, teachers, recon):
   discriminator = Discriminator(args.resolution, max_channels=64 if args.tiny else 400)
   g_tx, d_tx = ts.make_optimizers()
   state = ts.create_state(jax.random.key(0), generator, discriminator, g_tx, d_tx, prior)
-  cfg = ts.StepConfig(resolution=args.resolution, per_device_batch=args.per_device_batch,
-                      batch_split=args.batch_split, chunk_size=args.chunk_size,
-                      imitation_points=args.points, **ARMS[arm])
+  cfg = curriculum.step_config(default.get_config(), resolution=args.resolution,
+                               per_device_batch=args.per_device_batch,
+                               batch_split=args.batch_split, chunk_size=args.chunk_size,
+                               imitation_points=args.points, **ARMS[arm])
   p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg,
                               recon=recon if cfg.uses_recon else None)
   arm_teachers = ts.Teachers(face=teachers.face if cfg.uses_face_model else None,

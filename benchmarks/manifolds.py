@@ -6,7 +6,7 @@
 
 Each arm is `configs/synthface.py:<variant>` (tiny by default) with a few config overrides
 (`ARMS` below, or `--set=field=value` for all arms), trained from the same seed with
-`train.train_and_evaluate` on every local device (run without the fake-device flag for one
+`main.train` (the training command's loop) on every local device (run without the fake-device flag for one
 CPU device). The training log's `crossings` (fraction of ray-manifold crossings found) and
 `foreground` (1 − the background plane's weight) and the losses are read back from the run's
 TensorBoard events at every `--log_every` steps; at the end the EMA generator renders fixed
@@ -33,7 +33,8 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from anifacegan_jax import checkpointing, evaluation, experiment, sampling, train  # noqa: E402
+from anifacegan_jax import checkpointing, evaluation, experiment, sampling  # noqa: E402
+from anifacegan_jax.main import train as run_training  # noqa: E402
 from anifacegan_jax.models.generator import render  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
 from anifacegan_jax.types import Camera  # noqa: E402
@@ -169,7 +170,7 @@ def main() -> None:
     workdir = str(pathlib.Path(args.workdir) / arm)
     finished = checkpointing.latest_step(workdir) == args.num_steps
     start = time.time()
-    train.train_and_evaluate(config, workdir)
+    run_training(config, workdir)
     wall = round(time.time() - start, 1)
     if finished:  # only re-read: keep the wall time of the run that trained it
       wall = record["arms"].get(arm, {}).get("wall_s")

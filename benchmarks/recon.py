@@ -4,7 +4,7 @@
       --num_steps=3000 --out=benchmarks/recon_cpu.json
 
 Trains `configs/recon.py` (narrow ResNet-18, 64², 20k training faces; flags override the step
-count, batch and width) with `face3d.recon_training.train_and_evaluate` and writes a JSON record:
+count, batch and width) with `recon_training.train_and_evaluate` and writes a JSON record:
 the test-split metrics at every evaluation (exp RMSE in coefficient units, 3D landmark error of
 landmarks 17-67 in mm), the mean-face baseline (predicting zeros for id/exp/angle), the landmark
 error with only the predicted id or only the predicted exp (the other part true), steps, wall
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from anifacegan_jax import recon_training as rt  # noqa: E402
 from anifacegan_jax.data import datasets  # noqa: E402
-from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
 from configs import recon as recon_config  # noqa: E402
 

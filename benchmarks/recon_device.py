@@ -5,10 +5,10 @@
 
 Renders SynthFaces in-process with `--workers` processes (example i of a split is the same image
 the tfds builder stores), trains `recon.ReconNet` (narrow ResNet-18 at the rendered resolution)
-with the supervised loss of `face3d.recon_step` (the same step and loss as `train_recon`), evaluates
+with the supervised loss of `recon_step` (the same step and loss as `train_recon`), evaluates
 the held-out split every `--eval_every` steps (exp RMSE, 3D landmark error of landmarks 17-67 in
 mm, the mean-face baseline, the id-only / exp-only error split), and saves an Orbax checkpoint in
-`train_recon`'s layout: `face3d.recon_training.restore_recon(workdir)` and `--config.recon=workdir`
+`train_recon`'s layout: `recon_training.restore_recon(workdir)` and `--config.recon=workdir`
 load it. Needs only jax, flax, optax, orbax, numpy. Acceptance of issue #5: exp RMSE < 0.3 and
 landmark error < 2 mm on the held-out split.
 """
@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from anifacegan_jax import checkpointing  # noqa: E402
-from anifacegan_jax.face3d import procedural, synthetic  # noqa: E402
-from anifacegan_jax.face3d import recon_step as rs  # noqa: E402
-from anifacegan_jax.face3d.recon import ReconNet  # noqa: E402
+from anifacegan_jax import recon_step as rs  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
+from anifacegan_jax.models.recon import ReconNet  # noqa: E402
+from anifacegan_jax.synthfaces import procedural, synthetic  # noqa: E402
 
 def recon_config(args) -> dict:
   """The run as a `configs/recon.py`-shaped dict (what `restore_recon` reads back)."""

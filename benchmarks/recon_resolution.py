@@ -5,7 +5,7 @@
 
 The held-out split of the network's own dataset, area-downsampled to each size (as the training
 pipeline makes 16² or 64² training images) and resized back to the network's input, read with
-`face3d.recon_training.evaluate`. This is the floor of `evaluate --metrics=control` for a
+`recon_training.evaluate`. This is the floor of `evaluate --metrics=control` for a
 generator trained at that size: a generator cannot be read better than the real images it imitates.
 The `chance` row predicts zeros for id / exp / angle (the mean face). Writes a JSON record.
 """
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from anifacegan_jax import checkpointing  # noqa: E402
-from anifacegan_jax.face3d import recon_training as rt  # noqa: E402
+from anifacegan_jax import recon_training as rt  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
 import imitation  # noqa: E402  (the machine record)
 

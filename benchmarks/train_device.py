@@ -45,8 +45,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from anifacegan_jax import curriculum, evaluation, experiment, pretrained, sampling  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
-from anifacegan_jax.face3d import synthetic  # noqa: E402
 from anifacegan_jax.models.priors import GaussianPrior  # noqa: E402
+from anifacegan_jax.synthfaces import synthetic  # noqa: E402
 from anifacegan_jax.types import Batch  # noqa: E402
 
 import deformation_fit  # noqa: E402  (benchmarks/, beside this script)

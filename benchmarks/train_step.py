@@ -17,6 +17,7 @@ import argparse
 import functools
 import json
 import pathlib
+import sys
 import time
 
 import flax.jax_utils
@@ -25,12 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from anifacegan_jax import train_step as ts
-from anifacegan_jax.face3d import procedural, synthetic
-from anifacegan_jax.models.discriminator import Discriminator
-from anifacegan_jax.models.generator import AnimatableGenerator, render
-from anifacegan_jax.models.priors import GaussianPrior, sample_latents
-from anifacegan_jax.types import Batch, Camera
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from anifacegan_jax import curriculum  # noqa: E402
+from anifacegan_jax import train_step as ts  # noqa: E402
+from anifacegan_jax.models.discriminator import Discriminator  # noqa: E402
+from anifacegan_jax.models.generator import AnimatableGenerator, render  # noqa: E402
+from anifacegan_jax.models.priors import GaussianPrior, sample_latents  # noqa: E402
+from anifacegan_jax.synthfaces import procedural, synthetic  # noqa: E402
+from anifacegan_jax.types import Batch, Camera  # noqa: E402
+from configs import default  # noqa: E402
+
+# The step of the adversarial loss alone (configs/default.py's settings otherwise).
+IMITATION_OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0)
 
 
 def _peak_gib():
@@ -47,8 +54,9 @@ def _setup(resolution, per_device_batch, batch_split, prior=None):
   generator, discriminator = AnimatableGenerator(), Discriminator(resolution)
   g_tx, d_tx = ts.make_optimizers()
   state = ts.create_state(jax.random.key(0), generator, discriminator, g_tx, d_tx, prior)
-  cfg = ts.StepConfig(resolution=resolution, per_device_batch=per_device_batch,
-                      batch_split=batch_split)
+  cfg = curriculum.step_config(default.get_config(), resolution=resolution,
+                               per_device_batch=per_device_batch, batch_split=batch_split,
+                               **IMITATION_OFF)
   return generator, discriminator, g_tx, d_tx, state, cfg
 
 

@@ -1,4 +1,4 @@
-"""The face-reconstruction network (`face3d/recon.py`) trained on SynthFaces' ground truth.
+"""The face-reconstruction network (`models/recon.py`) trained on SynthFaces' ground truth.
 
   --config=configs/recon.py        narrow ResNet-18 at 64², 20k training faces (benchmarks/recon.py)
   --config=configs/recon.py:128    the benchmarked setting of BENCHMARKS.md run 4: 128² input (the

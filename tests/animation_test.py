@@ -91,7 +91,7 @@ def test_smoothing_is_a_centred_moving_average():
 
 
 def test_named_expressions():
-  from anifacegan_jax.face3d.procedural_expressions import EXPRESSION_NAMES
+  from anifacegan_jax.synthfaces.procedural_expressions import EXPRESSION_NAMES
   z = animation.named_expression("jaw_open, smile_left=0.5")
   assert z[EXPRESSION_NAMES.index("jaw_open")] == 1.0
   assert z[EXPRESSION_NAMES.index("smile_left")] == 0.5 and np.count_nonzero(z) == 2

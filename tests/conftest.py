@@ -71,12 +71,23 @@ def official_keys(reference_dir, title):
   return entries
 
 
+IMITATION_OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0,
+                     landmark_weight=0.0)
+
+
+def step_config(**fields):
+  """Step settings of configs/default.py with every imitation term off, then `fields`."""
+  from anifacegan_jax import curriculum
+  from configs import default
+  return curriculum.step_config(default.get_config(), **{**IMITATION_OFF, **fields})
+
+
 def save_recon_run(workdir, face_model="", random_head=False):
   """An untrained tiny reconstruction network saved as a `train_recon` workdir checkpoint; its
   zero-initialised output layers are made random with `random_head` (outputs that vary)."""
   import jax
   from anifacegan_jax import checkpointing
-  from anifacegan_jax.face3d import recon_training as rt
+  from anifacegan_jax import recon_training as rt
   from configs import recon as recon_config
   recon = recon_config.get_config("tiny")
   recon.face_model = face_model

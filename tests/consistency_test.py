@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax.face3d import procedural
 from anifacegan_jax.metrics import coefficients as cm
 from anifacegan_jax.metrics import consistency
 from anifacegan_jax.rendering.camera import generate_rays
+from anifacegan_jax.synthfaces import procedural
 from anifacegan_jax.types import Camera
 
 FOV, RADIUS, RES = 12.0, 1.0, 32

@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax.face3d import geometry, procedural, recon
+from anifacegan_jax.face3d import geometry
 from anifacegan_jax.metrics import coefficients as cm
 from anifacegan_jax.metrics import control
+from anifacegan_jax.models import recon
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator
 from anifacegan_jax.models.priors import GaussianPrior, sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
+from anifacegan_jax.synthfaces import procedural
 
 
 def test_untrained_network_scores_the_mean_face(tmp_path):

@@ -153,7 +153,7 @@ def test_sample_writes_a_video_from_the_workdir(tmp_path, uninterrupted):
 
 def test_a_packed_run_loads_samples_and_reads_like_its_workdir(tmp_path, uninterrupted):
   from anifacegan_jax import evaluation, pretrained
-  from anifacegan_jax.face3d import recon_training
+  from anifacegan_jax import recon_training
   workdir, _ = uninterrupted
   save_recon_run(tmp_path / "recon", random_head=True)
   folder = tmp_path / "model"

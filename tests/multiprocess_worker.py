@@ -44,7 +44,11 @@ def tiny_setup(num_devices):
       pose=jnp.asarray(np.pi / 2 + rng.normal(0, 0.1, (num_devices, 2, 2)), jnp.float32),
       coefficients=jnp.zeros((num_devices, 2, 257)),
       landmarks=jnp.zeros((num_devices, 2, 68, 2)))
-  cfg = ts.StepConfig(resolution=8, per_device_batch=2, batch_split=2, chunk_size=64)
+  from anifacegan_jax import curriculum
+  from configs import default
+  cfg = curriculum.step_config(default.get_config(), resolution=8, per_device_batch=2,
+                               batch_split=2, chunk_size=64, chamfer_weight=0.0,
+                               deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0)
   p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg)
   return state, batch, p_step
 

@@ -8,9 +8,9 @@ import pytest
 
 from anifacegan_jax.face3d import geometry
 from anifacegan_jax.face3d import morphable
-from anifacegan_jax.face3d import procedural
-from anifacegan_jax.face3d import procedural_mesh as pm
-from anifacegan_jax.face3d import raster
+from anifacegan_jax.synthfaces import procedural
+from anifacegan_jax.synthfaces import procedural_mesh as pm
+from anifacegan_jax.synthfaces import raster
 
 K = len(procedural.EXPRESSION_NAMES)
 S = procedural.FACE_SCALE  # the absolute sizes below are design sizes × S, in model units

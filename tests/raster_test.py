@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax.face3d import raster, scene
 from anifacegan_jax.rendering import camera as camera_lib
+from anifacegan_jax.synthfaces import raster, scene
 from anifacegan_jax.types import Camera
 
 HALF_PI = np.pi / 2

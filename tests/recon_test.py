@@ -8,11 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from anifacegan_jax import recon_training as rt
 from anifacegan_jax import torch_zip
-from anifacegan_jax.face3d import geometry, procedural, recon
-from anifacegan_jax.face3d import recon_training as rt
+from anifacegan_jax.face3d import geometry
 from anifacegan_jax.metrics import coefficients as cm
-from anifacegan_jax.porting import CheckpointLayoutError
+from anifacegan_jax.models import recon
+from anifacegan_jax.synthfaces import procedural
+from anifacegan_jax.torch_zip import CheckpointLayoutError
 from configs import recon as recon_config
 
 # A two-stage bottleneck net: every key pattern of ResNet-50 (stem, downsample.0/.1, conv3/bn3).

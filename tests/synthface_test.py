@@ -9,8 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from anifacegan_jax.data import synthface
-from anifacegan_jax.face3d import geometry, procedural, raster, synthetic
+from anifacegan_jax.face3d import geometry
 from anifacegan_jax.rendering import camera as camera_lib
+from anifacegan_jax.synthfaces import procedural, raster, synthetic
 from anifacegan_jax.types import Camera
 
 

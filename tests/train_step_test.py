@@ -14,10 +14,11 @@ from anifacegan_jax import train_step as ts
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator
 from anifacegan_jax.types import Batch
+from conftest import step_config
 
 TINY = dict(radiance_hidden=32, manifold_hidden=32, deform_hidden=32, num_samples=16,
             num_levels=6)
-CFG = ts.StepConfig(resolution=8, per_device_batch=2, batch_split=2, chunk_size=64)
+CFG = step_config(resolution=8, per_device_batch=2, batch_split=2, chunk_size=64)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +83,10 @@ def test_nonfinite_batch_skips_the_update(setup, p_step):
 
 
 def test_imitation_terms_are_finite_and_train_the_deformation(setup, tmp_path):
-  from anifacegan_jax.face3d import procedural
+  from anifacegan_jax.synthfaces import procedural
   generator, discriminator, g_tx, d_tx, state, _ = setup
   face = procedural.load_procedural(cache_dir=tmp_path).arrays()
-  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, chamfer_weight=1.0,
+  cfg = step_config(resolution=8, per_device_batch=2, chunk_size=64, chamfer_weight=1.0,
                       deform_weight=1.0, reg_weight=1.0, smooth_weight=1.0, imitation_points=64,
                       chamfer_opacity=0.0)
   key = jax.random.key(3)
@@ -132,7 +133,8 @@ def test_the_image_losses_can_leave_the_deformation_to_its_imitation(setup):
 
 @pytest.fixture(scope="module")
 def face_and_recon(tmp_path_factory):
-  from anifacegan_jax.face3d import procedural, recon
+  from anifacegan_jax.models import recon
+  from anifacegan_jax.synthfaces import procedural
   face = procedural.load_procedural(cache_dir=tmp_path_factory.mktemp("face")).arrays()
   model = recon.ReconNet(kind="basic", stage_sizes=(1,), width=8, input_size=16)
   return face, model, recon.init_recon(model, jax.random.key(5))
@@ -151,7 +153,7 @@ def test_landmark_term_of_an_untrained_network_is_the_mean_face_error(setup, fac
   from anifacegan_jax.rendering.camera import project_points
   generator, _, _, _, state, _ = setup
   face, model, variables = face_and_recon
-  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1.0,
+  cfg = step_config(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1.0,
                       landmark_dims=dims)
   out, latents, camera = ts._fakes(generator, state.g_params, state.prior, jax.random.key(4), 2,
                                    cfg, remat=False)
@@ -178,7 +180,7 @@ def test_landmark_loss_reaches_the_generator(setup, face_and_recon):
   variables = {"params": {**variables["params"], **heads},
                "batch_stats": variables["batch_stats"]}
   teachers = ts.Teachers(face=face, recon=variables)
-  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1e4)
+  cfg = step_config(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1e4)
 
   def landmark(g_params):
     out, latents, camera = ts._fakes(generator, g_params, state.prior, jax.random.key(8), 2, cfg,
@@ -195,11 +197,11 @@ def test_landmark_loss_reaches_the_generator(setup, face_and_recon):
 
 def test_landmark_loss_without_a_network_is_refused(setup, face_and_recon):
   generator, _, _, _, state, _ = setup
-  cfg = ts.StepConfig(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1.0)
+  cfg = step_config(resolution=8, per_device_batch=2, chunk_size=64, landmark_weight=1.0)
   out, latents, camera = ts._fakes(generator, state.g_params, state.prior, jax.random.key(4), 2,
                                    cfg, remat=False)
   with pytest.raises(ValueError, match="reconstruction network"):
     ts.imitation_terms(generator, state.g_params, ts.Teachers(face=face_and_recon[0]), latents,
                        camera, out, jax.random.key(6), cfg)
   with pytest.raises(ValueError, match="landmark_dims must be 2 or 3"):
-    ts.StepConfig(resolution=8, per_device_batch=2, landmark_dims=1)
+    step_config(resolution=8, per_device_batch=2, landmark_dims=1)

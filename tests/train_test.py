@@ -125,19 +125,20 @@ def test_collapse_check_warns_names_causes_and_stops_when_asked(config, caplog):
   train.check_manifolds(healthy, 10, config, "W/checkpoints")
 
 
-def test_step_defaults_are_the_config_defaults(config):
-  # One source of defaults: what a StepConfig assumes when a field is not given equals what the
-  # default config gives, except the loss weights (StepConfig: every imitation term off) and
-  # the stage's own fields.
+def test_every_step_setting_comes_from_the_config():
+  # One source of defaults: StepConfig has none; step_config reads each field from the config.
   from configs import default
-  given = curriculum.step_config(default.get_config(), 0)
-  stage_or_weight = {"resolution", "per_device_batch", "batch_split", "chunk_size", "stage_start",
-                     "chamfer_weight", "deform_weight", "reg_weight", "smooth_weight",
-                     "landmark_weight", "fade_steps"}
-  bare = ts.StepConfig(resolution=given.resolution, per_device_batch=given.per_device_batch)
-  for field in dataclasses.fields(ts.StepConfig):
-    if field.name not in stage_or_weight:
-      assert getattr(bare, field.name) == getattr(given, field.name), field.name
+  config = default.get_config()
+  given = curriculum.step_config(config)
+  assert given.chamfer_opacity == config.imitation.chamfer_opacity
+  assert given.deform_weight == config.imitation.deform_weight
+  assert given.yaw_std == config.camera.yaw_std and given.chunk_size == config.chunk_size
+  assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(ts.StepConfig))
+  with pytest.raises(TypeError):
+    ts.StepConfig(resolution=8, per_device_batch=2)
+  assert curriculum.step_config(config, chunk_size=64).chunk_size == 64
+  with pytest.raises(TypeError, match="no StepConfig field named \\['chunk'\\]"):
+    curriculum.step_config(config, chunk=64)
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

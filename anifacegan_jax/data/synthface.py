@@ -1,4 +1,4 @@
-"""SynthFaces as a tfds builder: examples of `face3d.synthetic` (the procedural 3DMM rendered with
+"""SynthFaces as a tfds builder: examples of `synthfaces.synthetic` (the procedural 3DMM rendered with
 the GRAM camera, with ground-truth coefficients, poses and landmarks). Nothing is downloaded; each
 example is deterministic in (split, index), so the dataset is the same on every machine.
 """
@@ -10,7 +10,7 @@ from typing import Iterator
 import tensorflow_datasets as tfds
 
 from anifacegan_jax.data.schema import example_features
-from anifacegan_jax.face3d import procedural, synthetic
+from anifacegan_jax.synthfaces import procedural, synthetic
 
 DEFAULT_COUNTS = (20_000, 1_000)
 
@@ -30,7 +30,7 @@ class SynthFacesConfig(tfds.core.BuilderConfig):
 
 class SynthFaces(tfds.core.GeneratorBasedBuilder):
   """Procedural faces with ground-truth 3DMM coefficients, poses and landmarks (see
-  `face3d/synthetic.py` for the scene prior)."""
+  `synthfaces/synthetic.py` for the scene prior)."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [SynthFacesConfig(resolution=r) for r in (32, 64, 128)]

@@ -1,2 +1,3 @@
-"""3D morphable face models: the BFM (Deep3DFaceRecon format), the embedded procedural model,
-a rasteriser for the SynthFaces dataset, and the coefficient regressor."""
+"""3D morphable face models in Deep3DFaceRecon's conventions: the BFM and the embedded procedural
+model share `MorphableModel` (morphable.py); shapes, landmarks and the model → world transform
+in JAX (geometry.py)."""

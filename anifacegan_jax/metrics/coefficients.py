@@ -3,7 +3,7 @@
 `landmark_mm` is the mean Euclidean 3D error of landmarks 17-67 (iBUG-68 without the jaw
 contour, the set AniFaceGAN's landmark loss uses) of S = S̄ + B_id β + B_exp γ in the model frame,
 pose removed, in millimetres (3DMM units ≈ decimetres: mm = 100 × units). Used by the
-reconstruction network's training (`face3d.recon_training`) and the control metrics.
+reconstruction network's training (`recon_training`) and the control metrics.
 """
 
 from __future__ import annotations

@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from anifacegan_jax.face3d import geometry
-from anifacegan_jax.metrics import coefficients as cm
-from anifacegan_jax.metrics import consistency
 from anifacegan_jax.face3d.morphable import MorphableArrays
-from anifacegan_jax.face3d.recon import NUM_COEFFICIENTS, ReconNet
-from anifacegan_jax.models.generator import AnimatableGenerator, render
+from anifacegan_jax.metrics import coefficients as cm
+from anifacegan_jax.metrics import consistency, rendered
+from anifacegan_jax.models.generator import AnimatableGenerator
 from anifacegan_jax.models.priors import Prior, sample_latents
+from anifacegan_jax.models.recon import NUM_COEFFICIENTS, ReconNet
 from anifacegan_jax.rendering.camera import camera_origin, sample_camera
 from anifacegan_jax.types import PRNGKey, PyTree
 
@@ -68,22 +68,22 @@ def control_errors(generator: AnimatableGenerator, variables: PyTree, prior: Pri
     face: the 3DMM of the coefficients (full model or `recon_training.landmark_arrays`).
     key: fixes latents and cameras.
     num: images (a multiple of batch_size).
-    batch_size: images rendered per jitted call.
+    batch_size: images drawn per key (and rendered per device call).
     resolution: render size (the network resizes to its input).
     yaw_std, pitch_std, clamp: the camera prior.
   """
   if num % batch_size:
     raise ValueError(f"num={num} must be a multiple of batch_size={batch_size}")
-
-  @jax.jit
-  def one(batch_key):
+  draws = []
+  for batch_key in jax.random.split(key, num // batch_size):  # batch by batch: fixed by `key`
     key_latents, key_camera = jax.random.split(batch_key)
-    latents = sample_latents(prior, key_latents, batch_size)
-    camera = sample_camera(key_camera, batch_size, yaw_std=yaw_std, pitch_std=pitch_std,
-                           clamp=clamp)
-    out = render(generator, variables, latents, camera, resolution=resolution,
-                 chunk_size=chunk_size, lock_view=True)
-    pred = recon.apply(recon_variables, (jnp.clip(out.image, -1, 1) + 1) / 2, train=False)
+    draws.append((sample_latents(prior, key_latents, batch_size),
+                  sample_camera(key_camera, batch_size, yaw_std=yaw_std, pitch_std=pitch_std,
+                                clamp=clamp)))
+  latents, camera = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *draws)
+
+  def read(out, latents, camera):
+    pred = recon.apply(recon_variables, rendered.image_01(out.image), train=False)
     target = target_coefficients(latents.z_id, latents.z_exp, camera.pitch, camera.yaw)
     errors = cm.per_example_errors(pred, target, face)
     errors["mean_face_landmark_mm"] = cm.per_example_errors(
@@ -92,8 +92,8 @@ def control_errors(generator: AnimatableGenerator, variables: PyTree, prior: Pri
         face, latents, camera, out.depth, generator.fov_degrees, generator.camera_radius)
     return errors
 
-  parts = [jax.device_get(one(k)) for k in jax.random.split(key, num // batch_size)]
-  errors = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  errors = rendered.gather(generator, variables, latents, camera, read, resolution=resolution,
+                           chunk_size=chunk_size, batch_size=batch_size)
   metrics = cm.summarize_errors(errors)
   for name in ("mean_face_landmark_mm", "landmark_depth_mm"):
     metrics[name] = float(np.mean(errors[name]))

@@ -220,8 +220,8 @@ def read_prior(path: str | os.PathLike):
 
 def load_recon(path: str | os.PathLike):
   """(ReconNet, variables) of the reconstruction network in a model folder."""
-  from anifacegan_jax.face3d import recon_step
-  from anifacegan_jax.face3d.recon import init_recon
+  from anifacegan_jax import recon_step
+  from anifacegan_jax.models.recon import init_recon
 
   path = pathlib.Path(path)
   if not has_recon(path):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from anifacegan_jax.face3d import procedural_geometry as pg
-from anifacegan_jax.face3d import procedural_mesh as pm
+from anifacegan_jax.synthfaces import procedural_geometry as pg
+from anifacegan_jax.synthfaces import procedural_mesh as pm
 
 EYE_X, EYE_Y = 0.31, pg.EYE_Y + 0.01
 NUM_RANDOM_FIELDS = 48  # smooth random bumps (seeded) on top of the named variations

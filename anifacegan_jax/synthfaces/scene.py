@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from anifacegan_jax.face3d.raster import Mesh, shade_vertices, vertex_normals
+from anifacegan_jax.synthfaces.raster import Mesh, shade_vertices, vertex_normals
 
 PITCH_OFFSET = 0.1  # rad; model_to_world tilts the face by Rx(0.1) (geometry.model_to_world)
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from anifacegan_jax import torch_zip
-from anifacegan_jax.porting import CheckpointLayoutError
+from anifacegan_jax.torch_zip import CheckpointLayoutError
 from anifacegan_jax.types import Array, PRNGKey, PyTree
 
 # Output heads in `final_layers` order; their concatenation is the 257 coefficient layout.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from anifacegan_jax.face3d import procedural_geometry as pg
-from anifacegan_jax.face3d import procedural_mesh as pm
+from anifacegan_jax.synthfaces import procedural_geometry as pg
+from anifacegan_jax.synthfaces import procedural_mesh as pm
 
 SKIN = np.array([0.80, 0.62, 0.52])
 LIPS = np.array([0.66, 0.34, 0.34])

@@ -35,15 +35,16 @@ import tensorflow_datasets as tfds
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from anifacegan_jax import checkpointing
+from anifacegan_jax import checkpointing, recon_step
 from anifacegan_jax.data import input_pipeline, synthface
-from anifacegan_jax.face3d import morphable, procedural, recon_step
+from anifacegan_jax.face3d import morphable
 from anifacegan_jax.face3d.morphable import MorphableArrays, MorphableModel
-from anifacegan_jax.face3d.recon import ReconNet
-from anifacegan_jax.face3d.recon_step import (LossWeights, ReconState, create_state, images_01,
-                                               load_trained, make_optimizer, train_step)
 from anifacegan_jax.metrics.coefficients import (landmark_arrays, per_example_errors,
                                                  summarize_errors)
+from anifacegan_jax.models.recon import ReconNet
+from anifacegan_jax.recon_step import (LossWeights, ReconState, create_state, images_01,
+                                       load_trained, make_optimizer, train_step)
+from anifacegan_jax.synthfaces import procedural
 from anifacegan_jax.types import PyTree
 
 EVAL_FILE = "eval_metrics.jsonl"  # in the workdir: one JSON line per evaluation

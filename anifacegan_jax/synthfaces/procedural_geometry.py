@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from anifacegan_jax.face3d import procedural_mesh as pm
+from anifacegan_jax.synthfaces import procedural_mesh as pm
 
 # Model units per design unit (Deep3DFaceRecon's ≈ dm). Deep3DFaceRecon's fit of a real aligned
 # FFHQ face (aniface_01626.mat) has its brow-to-chin span (landmarks 19/24 → 8) at 57.1 % of the

@@ -29,12 +29,12 @@ import pathlib
 import numpy as np
 
 from anifacegan_jax.face3d import morphable
-from anifacegan_jax.face3d import procedural_appearance as appearance
-from anifacegan_jax.face3d import procedural_expressions as expressions
-from anifacegan_jax.face3d import procedural_geometry as pg
-from anifacegan_jax.face3d import procedural_identity as identity
-from anifacegan_jax.face3d import procedural_mesh as pm
 from anifacegan_jax.face3d.morphable import MorphableModel, NUM_ID, NUM_TEX
+from anifacegan_jax.synthfaces import procedural_appearance as appearance
+from anifacegan_jax.synthfaces import procedural_expressions as expressions
+from anifacegan_jax.synthfaces import procedural_geometry as pg
+from anifacegan_jax.synthfaces import procedural_identity as identity
+from anifacegan_jax.synthfaces import procedural_mesh as pm
 
 PROCEDURAL_VERSION = "synthfaces-2"  # bump whenever the generated arrays change
 FACE_SCALE = pg.FACE_SCALE  # model units per design unit

@@ -9,7 +9,7 @@ every machine, and each is an independent sample of the documented scene prior:
   * pose from the training camera prior: θ ~ N(π/2, 0.3²), φ ~ N(π/2, 0.155²), clamped to ±1.3;
   * lighting: Deep3DFaceRecon SH `gamma` (27) with a random ambient level, a mostly white
     directional term and a small colour tint, fixed to the head;
-  * head shell, hair, neck and ears (`face3d.scene`), a random background.
+  * head shell, hair, neck and ears (`synthfaces.scene`), a random background.
 The face is placed in GRAM world by `geometry.model_to_world` (×0.1, Rx(0.1), no translation);
 the stored coefficients are (id | exp | tex | angle | gamma | trans) with angle = the camera pose
 converted by `geometry.camera_to_angles` and trans = 0.
@@ -23,8 +23,8 @@ import multiprocessing
 import os
 import numpy as np
 
-from anifacegan_jax.face3d import procedural, raster, scene
 from anifacegan_jax.face3d.morphable import MorphableModel
+from anifacegan_jax.synthfaces import procedural, raster, scene
 
 SEED = 20221006  # AniFaceGAN's arXiv date; the root of every example's generator
 SPLIT_CODES = {"train": 0, "test": 1}

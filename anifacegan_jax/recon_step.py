@@ -1,6 +1,6 @@
 """The pure pieces of supervised reconstruction-network training (no tf.data, clu or configs).
 
-`face3d.recon_training` runs them with tfds data, summaries and configs; they also run on a bare
+`recon_training` runs them with tfds data, summaries and configs; they also run on a bare
 accelerator image (jax, flax, optax, numpy), e.g. `benchmarks/recon_device.py`.
 """
 
@@ -18,8 +18,8 @@ import orbax.checkpoint as ocp
 
 from anifacegan_jax import checkpointing
 from anifacegan_jax.face3d.morphable import MorphableArrays
-from anifacegan_jax.face3d.recon import ReconNet, init_recon
 from anifacegan_jax.metrics.coefficients import coefficient_losses
+from anifacegan_jax.models.recon import ReconNet, init_recon
 from anifacegan_jax.types import Array, PRNGKey, PyTree
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from anifacegan_jax.face3d import procedural_geometry as pg
-from anifacegan_jax.face3d import procedural_mesh as pm
 from anifacegan_jax.face3d.morphable import NUM_EXP
+from anifacegan_jax.synthfaces import procedural_geometry as pg
+from anifacegan_jax.synthfaces import procedural_mesh as pm
 
 EXPRESSION_NAMES = (
     "jaw_open", "smile_left", "smile_right", "frown", "brow_up_left", "brow_up_right", "brow_down",
