@@ -26,20 +26,23 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from anifacegan_jax.experiment import Run
+from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.metrics import fid as fid_lib
 from anifacegan_jax.metrics import inception
 from anifacegan_jax.metrics import rendered
 from anifacegan_jax.models.generator import manifold_health
 from anifacegan_jax.models.priors import sample_latents
+from anifacegan_jax.models.recon import ReconNet
 from anifacegan_jax.rendering.camera import sample_camera
-from anifacegan_jax.experiment import Run
 from anifacegan_jax.sampling import to_uint8
+from anifacegan_jax.types import PyTree
 
 METRICS = ("fid", "kid", "control", "ds", "consistency", "geometry")
 NEEDS_RECON = ("control", "ds")
@@ -218,9 +221,18 @@ def fake_features(run: Run, settings: Settings, resolution: int, variables) -> n
   return np.concatenate(parts)
 
 
-def load_recon(run: Run, settings: Settings, required: bool = True):
-  """(ReconNet, variables, 3DMM arrays) of --recon or the run's config.recon; None if neither is
-  set and not `required`."""
+class Reader(NamedTuple):
+  """What reads generated images: the reconstruction network, its variables and the 3DMM of its
+  coefficients."""
+
+  net: ReconNet
+  variables: PyTree
+  face: MorphableArrays
+
+
+def load_reader(run: Run, settings: Settings, required: bool = True) -> Reader | None:
+  """The `Reader` of --recon or the run's config.recon; None if neither is set and not
+  `required`."""
   from anifacegan_jax import experiment
 
   config = run.config.copy_and_resolve_references()
@@ -233,36 +245,37 @@ def load_recon(run: Run, settings: Settings, required: bool = True):
     raise ValueError(f"the metrics {', '.join(NEEDS_RECON)} need a reconstruction network: pass "
                      "--recon=<a train_recon workdir or Deep3DFaceRecon epoch_20.pth> (train one "
                      "with `python -m anifacegan_jax.train_recon --config=configs/recon.py`)")
-  recon, variables = experiment.load_recon(config)
-  return recon, variables, experiment.load_face_model(config)
+  net, variables = experiment.load_recon(config)
+  return Reader(net, variables, experiment.load_face_model(config))
 
 
-def control(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
+def control(run: Run, settings: Settings, resolution: int, reader: Reader) -> dict[str, float]:
   """`metrics.control.control_errors` of `settings.control_num` images."""
   from anifacegan_jax.metrics.control import control_errors
 
-  net, net_variables, face = recon
   batch = min(settings.batch_size, settings.control_num)
   num = settings.control_num - settings.control_num % batch
   cam = run.config.camera
-  return control_errors(run.generator, {"params": run.ema_params}, run.prior, net, net_variables,
-                        face, key=jax.random.key(settings.seed + 1), num=num, batch_size=batch,
+  return control_errors(run.generator, {"params": run.ema_params}, run.prior, reader.net,
+                        reader.variables, reader.face, key=jax.random.key(settings.seed + 1),
+                        num=num, batch_size=batch,
                         resolution=resolution, chunk_size=int(run.config.chunk_size),
                         yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
 
 
-def _reader(recon=None):
-  """read(out, ...) -> image, depth and, with a network, the coefficients it reads."""
+def _read_views(reader: Reader | None = None):
+  """read(out, ...) -> image, depth and, with a reader, the coefficients its network reads."""
   def read(out, latents, camera):
     values = {"image": out.image, "depth": out.depth}
-    if recon is not None:
-      net, net_variables, _ = recon
-      values["coefficients"] = net.apply(net_variables, rendered.image_01(out.image), train=False)
+    if reader is not None:
+      values["coefficients"] = reader.net.apply(reader.variables, rendered.image_01(out.image),
+                                                train=False)
     return values
   return read
 
 
-def disentanglement(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
+def disentanglement(run: Run, settings: Settings, resolution: int,
+                    reader: Reader) -> dict[str, float]:
   """DS of expression and pose (`metrics.disentanglement`)."""
   from anifacegan_jax.metrics import disentanglement as ds
 
@@ -272,7 +285,7 @@ def disentanglement(run: Run, settings: Settings, resolution: int, recon) -> dic
     latents, camera = ds.variations(run.prior, jax.random.fold_in(key, i), factor,
                                     settings.ds_anchors, settings.ds_variations,
                                     yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
-    coefficients = _gathered(run, latents, camera, _reader(recon), resolution=resolution,
+    coefficients = _gathered(run, latents, camera, _read_views(reader), resolution=resolution,
                              batch_size=settings.batch_size)["coefficients"]
     preds[factor] = coefficients.reshape(settings.ds_anchors, settings.ds_variations, -1)
   sigma = ds.normalized_variances(preds)
@@ -281,7 +294,8 @@ def disentanglement(run: Run, settings: Settings, resolution: int, recon) -> dic
   return results
 
 
-def consistency(run: Run, settings: Settings, resolution: int, recon) -> dict[str, float]:
+def consistency(run: Run, settings: Settings, resolution: int,
+                reader: Reader | None) -> dict[str, float]:
   """Warp error (and landmark reprojection with a network) between two yaws of each face."""
   from anifacegan_jax.metrics import consistency as cons
   from anifacegan_jax.types import Camera
@@ -291,7 +305,7 @@ def consistency(run: Run, settings: Settings, resolution: int, recon) -> dict[st
   views = []
   for yaw in settings.consistency_yaws:
     camera = Camera(pitch=jnp.full((num,), jnp.pi / 2), yaw=jnp.full((num,), jnp.pi / 2 + yaw))
-    view = _gathered(run, latents, camera, _reader(recon), resolution=resolution,
+    view = _gathered(run, latents, camera, _read_views(reader), resolution=resolution,
                      batch_size=settings.batch_size)
     views.append((camera, view["image"], view["depth"], view.get("coefficients")))
   (cam_a, image_a, depth_a, pred_a), (cam_b, image_b, depth_b, pred_b) = views
@@ -299,8 +313,8 @@ def consistency(run: Run, settings: Settings, resolution: int, recon) -> dict[st
   error, kept = cons.warp_error(image_a, depth_a, cam_a, image_b, depth_b, cam_b, **geometry)
   results = {"consistency/warp_error": float(np.mean(error)),
              "consistency/warp_kept": float(np.mean(kept))}
-  if recon is not None:
-    face = recon[2]
+  if reader is not None:
+    face = reader.face
     results["consistency/landmark_reprojection_px"] = float(np.mean(
         cons.landmark_reprojection_px(face, pred_a, pred_b, depth_a, cam_a, cam_b, **geometry)))
   return results
@@ -346,16 +360,16 @@ def evaluate(run: Run, workdir: str | pathlib.Path, settings: Settings) -> dict[
       mean, std = fid_lib.kid(real, fake, num_subsets=settings.kid_subsets,
                               subset_size=settings.kid_subset_size, seed=settings.seed)
       results["kid"], results["kid_std"] = mean, std
-  recon = None
+  reader = None
   if {"control", "ds", "consistency"} & set(settings.metrics):
-    recon = load_recon(run, settings, required=bool(set(NEEDS_RECON) & set(settings.metrics)))
+    reader = load_reader(run, settings, required=bool(set(NEEDS_RECON) & set(settings.metrics)))
   if "control" in settings.metrics:
     results.update({f"control/{k}": v for k, v in control(run, settings, read_resolution,
-                                                           recon).items()})
+                                                           reader).items()})
   if "ds" in settings.metrics:
-    results.update(disentanglement(run, settings, read_resolution, recon))
+    results.update(disentanglement(run, settings, read_resolution, reader))
   if "consistency" in settings.metrics:
-    results.update(consistency(run, settings, read_resolution, recon))
+    results.update(consistency(run, settings, read_resolution, reader))
   if "geometry" in settings.metrics:
     results.update(geometry(run, settings, resolution))
   return results

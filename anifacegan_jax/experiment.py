@@ -57,15 +57,21 @@ def prior_template(config: ml_collections.ConfigDict) -> Prior:
   return GaussianPrior.standard()
 
 
-def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
-  """The 3DMM the imitation losses follow: config.face_model, or the procedural model."""
+def load_morphable_model(config: ml_collections.ConfigDict) -> morphable.MorphableModel:
+  """The 3DMM of the run (numpy): config.face_model (a BFM .mat / .npz), or the embedded
+  procedural model when it is empty and the data are SynthFaces."""
   if config.face_model:
-    return morphable.load_model(pathlib.Path(config.face_model).expanduser()).arrays()
+    return morphable.load_model(pathlib.Path(config.face_model).expanduser())
   if config.dataset.name != "synth_faces":
     raise ConfigError(
         "config.face_model is empty but the dataset is not SynthFaces: give the BFM file "
         "(Deep3DFaceRecon's BFM/BFM_model_front.mat) or set the imitation weights to 0")
-  return procedural.load_procedural().arrays()
+  return procedural.load_procedural()
+
+
+def load_face_model(config: ml_collections.ConfigDict) -> MorphableArrays:
+  """The 3DMM the imitation losses follow, as the arrays the training step takes."""
+  return load_morphable_model(config).arrays()
 
 
 def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
@@ -81,7 +87,7 @@ def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
   if config.recon in pretrained.SHIPPED:  # a shipped model's network, by name
     path = pretrained.model_dir(config.recon)
   if path.is_dir() and pretrained.has_recon(path):  # a model folder's own network
-    return pretrained.load_recon(path)
+    return pretrained.read_recon(path)
   if path.is_dir():
     model, variables, saved = recon_step.load_trained(path)
     if saved.get("face_model", "") != config.face_model:

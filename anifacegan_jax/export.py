@@ -1,4 +1,5 @@
-"""Depth maps and triangle meshes from rendered views: 16-bit PNG, PLY and OBJ (numpy + pillow).
+"""Depth maps and triangle meshes from rendered views, written as 16-bit PNG, PLY and OBJ (numpy +
+pillow).
 
 Depth is `RenderOutput.depth`: the distance along the unit pixel ray, world units (SPEC §1). A
 mesh from one view puts one vertex per foreground pixel at origin + depth·direction, with the
@@ -7,7 +8,6 @@ pixel rays of `rendering.camera`, and joins each fully foreground pixel quad int
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import os
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from anifacegan_jax.rendering import camera as camera_lib
+from anifacegan_jax.types import Mesh
 
 PathLike = str | os.PathLike
 
@@ -25,73 +26,7 @@ DEFAULT_NEAR = 0.88
 DEFAULT_FAR = 1.12
 _UINT16_MAX = 65535
 
-# PLY scalar types (both the PLY 1.0 names and the sized aliases) → numpy type codes.
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
-_PLY_FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _MESH_SUFFIXES = (".ply", ".obj")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Mesh:
-  """A triangle mesh in world units; the arrays are read-only copies.
-
-  Attributes:
-    vertices: (V, 3) float32 positions, world units.
-    faces: (F, 3) int32 vertex indices, counter-clockwise seen from the front: the normal
-      (v1 - v0) × (v2 - v0) points out of the surface (towards the camera for `depth_mesh`).
-    colors: (V, 3) uint8 RGB per vertex, or None.
-  """
-
-  vertices: np.ndarray
-  faces: np.ndarray
-  colors: np.ndarray | None = None
-
-  def __post_init__(self):
-    vertices = np.asarray(self.vertices)
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-      raise ValueError(f"vertices must have shape (V, 3), got {vertices.shape}")
-    if not (np.issubdtype(vertices.dtype, np.floating)
-            or np.issubdtype(vertices.dtype, np.integer)):
-      raise ValueError(f"vertices must be a float array, got dtype {vertices.dtype}")
-    if not np.all(np.isfinite(vertices)):
-      raise ValueError("vertices must be finite")
-    num_vertices = vertices.shape[0]
-
-    faces = np.asarray(self.faces)
-    if faces.ndim != 2 or faces.shape[1] != 3:
-      raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
-    if faces.size and not np.issubdtype(faces.dtype, np.integer):
-      raise ValueError(f"faces must be an integer array, got dtype {faces.dtype}")
-    if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
-      raise ValueError(f"faces index vertices out of range [0, {num_vertices}): "
-                       f"min {faces.min()}, max {faces.max()}")
-
-    colors = self.colors
-    if colors is not None:
-      colors = np.asarray(colors)
-      if colors.shape != (num_vertices, 3):
-        raise ValueError(f"colors must have shape (V, 3) = {(num_vertices, 3)}, got "
-                         f"{colors.shape}")
-      if colors.size and not np.issubdtype(colors.dtype, np.integer):
-        raise ValueError(f"colors must be a uint8 array, got dtype {colors.dtype}")
-      if colors.size and (colors.min() < 0 or colors.max() > 255):
-        raise ValueError("colors must lie in [0, 255]")
-      colors = _read_only(colors.astype(np.uint8))
-
-    object.__setattr__(self, "vertices", _read_only(vertices.astype(np.float32)))
-    object.__setattr__(self, "faces", _read_only(faces.astype(np.int32)))
-    object.__setattr__(self, "colors", colors)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-  array = np.array(array, copy=True)
-  array.flags.writeable = False
-  return array
 
 
 def _prepare_path(path: PathLike) -> pathlib.Path:
@@ -169,25 +104,6 @@ def write_depth_png(path: PathLike, depth, near: float = DEFAULT_NEAR,
   return path
 
 
-def read_depth_png(path: PathLike, near: float = DEFAULT_NEAR,
-                   far: float = DEFAULT_FAR) -> np.ndarray:
-  """Reads a 16-bit depth PNG back to (H, W) float32 depth, within (far - near) / 65535 / 2.
-
-  Raises:
-    ValueError: the file is not a single-channel 16-bit image, or near >= far.
-  """
-  near, far = _check_range(near, far)
-  path = pathlib.Path(path)
-  with Image.open(path) as image:
-    mode = image.mode
-    if mode not in ("I;16", "I;16L", "I;16B", "I"):
-      raise ValueError(f"{path}: expected a 16-bit grayscale PNG, got mode {mode!r}")
-    values = np.asarray(image).astype(np.int64)
-  if values.ndim != 2 or (values.size and (values.min() < 0 or values.max() > _UINT16_MAX)):
-    raise ValueError(f"{path}: expected 16-bit grayscale values in [0, 65535]")
-  return (near + values / _UINT16_MAX * (far - near)).astype(np.float32)
-
-
 def depth_preview(depth, mask, near: float = DEFAULT_NEAR,
                   far: float = DEFAULT_FAR) -> np.ndarray:
   """An 8-bit visualization of depth: near = 255 (bright), far = 0, background (~mask) = 0.
@@ -260,7 +176,8 @@ def depth_mesh(depth, camera_pitch, camera_yaw, *, mask, colors=None, fov_degree
       each), which keeps any surface up to ≈ 70° from facing the camera at every resolution.
 
   Returns:
-    Mesh with V = mask.sum() vertices (float32 world units) and colors if given.
+    Mesh with V = mask.sum() vertices (float32 world units) and, if given, colors in [0, 1]
+    (float32 multiples of 1/255: the 8-bit colours a mesh file stores, exactly).
 
   Raises:
     ValueError: on a bad shape, dtype or value, naming the argument.
@@ -308,7 +225,9 @@ def depth_mesh(depth, camera_pitch, camera_yaw, *, mask, colors=None, fov_degree
   edges = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=-1)
   faces = faces[np.all(edges <= max_edge, axis=1)]
 
-  vertex_colors = None if colors is None else colors.reshape(-1, 3)[flat_mask]
+  vertex_colors = None
+  if colors is not None:
+    vertex_colors = colors.reshape(-1, 3)[flat_mask].astype(np.float32) / np.float32(255)
   return Mesh(vertices=vertices.astype(np.float32), faces=faces.astype(np.int32),
               colors=vertex_colors)
 
@@ -317,16 +236,23 @@ def depth_mesh(depth, camera_pitch, camera_yaw, *, mask, colors=None, fov_degree
 # PLY.
 
 
+def _colors_uint8(colors: np.ndarray) -> np.ndarray:
+  """[0, 1] colours as the 8-bit values of a file: round(255·c), clipped."""
+  return np.clip(np.round(colors.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
 def write_ply(path: PathLike, mesh: Mesh, binary: bool = True) -> pathlib.Path:
   """Writes a PLY 1.0 file (binary_little_endian or ascii).
 
-  Properties: vertex float x y z [uchar red green blue]; face list uchar int vertex_indices.
+  Properties: vertex float x y z [uchar red green blue] (colours × 255, rounded); face list
+  uchar int vertex_indices.
 
   Returns:
     The written path; parent directories are created.
   """
   path = _prepare_path(path)
   has_colors = mesh.colors is not None
+  colors = _colors_uint8(mesh.colors) if has_colors else None
   header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
             "comment written by anifacegan_jax", f"element vertex {len(mesh.vertices)}",
             "property float x", "property float y", "property float z"]
@@ -345,7 +271,7 @@ def write_ply(path: PathLike, mesh: Mesh, binary: bool = True) -> pathlib.Path:
       vertex[name] = mesh.vertices[:, axis]
     if has_colors:
       for channel, name in enumerate(("red", "green", "blue")):
-        vertex[name] = mesh.colors[:, channel]
+        vertex[name] = colors[:, channel]
     face = np.empty(len(mesh.faces), [("count", "u1"), ("indices", "<i4", (3,))])
     face["count"] = 3
     face["indices"] = mesh.faces
@@ -354,7 +280,7 @@ def write_ply(path: PathLike, mesh: Mesh, binary: bool = True) -> pathlib.Path:
 
   text = io.StringIO()
   if has_colors:
-    columns = np.concatenate([mesh.vertices.astype(np.float64), mesh.colors], axis=1)
+    columns = np.concatenate([mesh.vertices.astype(np.float64), colors], axis=1)
     np.savetxt(text, columns, fmt=["%.9g"] * 3 + ["%d"] * 3)
   else:
     np.savetxt(text, mesh.vertices.astype(np.float64), fmt="%.9g")
@@ -362,272 +288,6 @@ def write_ply(path: PathLike, mesh: Mesh, binary: bool = True) -> pathlib.Path:
   np.savetxt(text, faces, fmt="%d")
   path.write_bytes(header_bytes + text.getvalue().encode("ascii"))
   return path
-
-
-@dataclasses.dataclass
-class _PlyProperty:
-  name: str
-  dtype: str  # numpy type code of the value(s)
-  count_dtype: str | None = None  # numpy type code of the list length; None for a scalar
-
-
-@dataclasses.dataclass
-class _PlyElement:
-  name: str
-  count: int
-  properties: list[_PlyProperty] = dataclasses.field(default_factory=list)
-
-
-def _parse_ply_header(path: pathlib.Path, data: bytes) -> tuple[str, list[_PlyElement], int]:
-  """(format, elements, offset of the body) of a PLY file's bytes."""
-  if not data.startswith(b"ply"):
-    raise ValueError(f"{path}: not a PLY file (missing the 'ply' magic line)")
-  position, lines = 0, []
-  while True:
-    newline = data.find(b"\n", position)
-    if newline < 0:
-      raise ValueError(f"{path}: PLY header has no end_header line")
-    try:
-      line = data[position:newline].decode("ascii").strip()
-    except UnicodeDecodeError as error:
-      raise ValueError(f"{path}: PLY header is not ASCII") from error
-    position = newline + 1
-    if line == "end_header":
-      break
-    lines.append(line)
-
-  if lines[0] != "ply":
-    raise ValueError(f"{path}: not a PLY file (first line is {lines[0]!r})")
-  file_format, elements, names = None, [], set()
-  for line in lines[1:]:
-    tokens = line.split()
-    if not tokens or tokens[0] in ("comment", "obj_info"):
-      continue
-    keyword = tokens[0]
-    if keyword == "format":
-      if len(tokens) != 3 or tokens[1] not in _PLY_FORMATS or tokens[2] != "1.0":
-        raise ValueError(f"{path}: unsupported PLY format line {line!r}")
-      file_format = tokens[1]
-    elif keyword == "element":
-      if len(tokens) != 3 or not tokens[2].isdigit():
-        raise ValueError(f"{path}: bad PLY element line {line!r}")
-      elements.append(_PlyElement(tokens[1], int(tokens[2])))
-      names = set()
-    elif keyword == "property":
-      if not elements:
-        raise ValueError(f"{path}: PLY property before any element: {line!r}")
-      if len(tokens) == 3 and tokens[1] in _PLY_TYPES:
-        prop = _PlyProperty(tokens[2], _PLY_TYPES[tokens[1]])
-      elif (len(tokens) == 5 and tokens[1] == "list" and tokens[2] in _PLY_TYPES
-            and _PLY_TYPES[tokens[2]][0] in "iu" and tokens[3] in _PLY_TYPES):
-        prop = _PlyProperty(tokens[4], _PLY_TYPES[tokens[3]], _PLY_TYPES[tokens[2]])
-      else:
-        raise ValueError(f"{path}: unsupported PLY property line {line!r}")
-      if prop.name in names:
-        raise ValueError(f"{path}: duplicate PLY property {prop.name!r}")
-      names.add(prop.name)
-      elements[-1].properties.append(prop)
-    else:
-      raise ValueError(f"{path}: unknown PLY header line {line!r}")
-  if file_format is None:
-    raise ValueError(f"{path}: PLY header has no format line")
-  return file_format, elements, position
-
-
-def _read_binary_element(path: pathlib.Path, body: bytes, offset: int, element: _PlyElement,
-                         order: str) -> tuple[dict, int]:
-  """Values of one binary element ({property: (N,) or (N, n) array, or list of arrays})."""
-  props = element.properties
-  if element.count == 0:
-    return {p.name: np.zeros((0,) if p.count_dtype is None else (0, 0), p.dtype)
-            for p in props}, offset
-
-  def truncated():
-    return ValueError(f"{path}: PLY data is truncated in element {element.name!r}")
-
-  # Fast path: every list as long as in the first row, one structured array.
-  lengths, position = {}, offset
-  for p in props:
-    if p.count_dtype is not None:
-      count_type = np.dtype(order + p.count_dtype)
-      if position + count_type.itemsize > len(body):
-        raise truncated()
-      lengths[p.name] = int(np.frombuffer(body, count_type, 1, position)[0])
-      position += count_type.itemsize + lengths[p.name] * np.dtype(p.dtype).itemsize
-    else:
-      position += np.dtype(p.dtype).itemsize
-  fields = []
-  for p in props:
-    if p.count_dtype is None:
-      fields.append((p.name, order + p.dtype))
-    else:
-      fields += [(f"{p.name} count", order + p.count_dtype),
-                 (p.name, order + p.dtype, (lengths[p.name],))]
-  row = np.dtype(fields)
-  end = offset + row.itemsize * element.count
-  if end <= len(body):
-    table = np.frombuffer(body, row, element.count, offset)
-    if all(np.all(table[f"{name} count"] == length) for name, length in lengths.items()):
-      return {p.name: table[p.name] for p in props}, end
-
-  # General path: lists of varying lengths, row by row.
-  values = {p.name: [] for p in props}
-  position = offset
-  for _ in range(element.count):
-    for p in props:
-      length = 1
-      if p.count_dtype is not None:
-        count_type = np.dtype(order + p.count_dtype)
-        if position + count_type.itemsize > len(body):
-          raise truncated()
-        length = int(np.frombuffer(body, count_type, 1, position)[0])
-        position += count_type.itemsize
-      value_type = np.dtype(order + p.dtype)
-      if position + length * value_type.itemsize > len(body):
-        raise truncated()
-      value = np.frombuffer(body, value_type, length, position)
-      position += length * value_type.itemsize
-      values[p.name].append(value[0] if p.count_dtype is None else value)
-  return {p.name: np.array(values[p.name]) if p.count_dtype is None else values[p.name]
-          for p in props}, position
-
-
-def _read_ascii_element(path: pathlib.Path, tokens: list[str], offset: int,
-                        element: _PlyElement) -> tuple[dict, int]:
-  """Values of one ascii element from the whitespace-separated body tokens."""
-  props = element.properties
-
-  def convert(strings, code):
-    try:
-      values = np.array(strings, dtype=np.float64)
-    except ValueError as error:
-      raise ValueError(f"{path}: bad number in PLY element {element.name!r}") from error
-    if code[0] in "iu":
-      limits = np.iinfo(code)
-      if not np.all((values == np.round(values)) & (values >= limits.min)
-                    & (values <= limits.max)):
-        raise ValueError(f"{path}: bad value of an integer PLY property in element "
-                         f"{element.name!r}")
-    return values.astype(code)
-
-  def truncated():
-    return ValueError(f"{path}: PLY data is truncated in element {element.name!r}")
-
-  if element.count == 0:
-    return {p.name: np.zeros((0,) if p.count_dtype is None else (0, 0), p.dtype)
-            for p in props}, offset
-  # Fast path: every list as long as in the first row.
-  lengths, position, columns = {}, offset, []
-  for p in props:
-    if p.count_dtype is not None:
-      if position >= len(tokens):
-        raise truncated()
-      lengths[p.name] = int(convert([tokens[position]], p.count_dtype)[0])
-      columns.append((p, position - offset + 1, lengths[p.name]))
-      position += 1 + lengths[p.name]
-    else:
-      columns.append((p, position - offset, 1))
-      position += 1
-  width = position - offset
-  end = offset + width * element.count
-  if end <= len(tokens):
-    table = np.array(tokens[offset:end], dtype=object).reshape(element.count, width)
-    counts_match = all(
-        np.all(convert(table[:, start - 1], p.count_dtype) == length)
-        for p, start, length in columns if p.count_dtype is not None)
-    if counts_match:
-      result = {}
-      for p, start, length in columns:
-        block = convert(table[:, start:start + length].reshape(-1), p.dtype)
-        result[p.name] = block if p.count_dtype is None else block.reshape(element.count, length)
-      return result, end
-
-  # General path: lists of varying lengths, row by row.
-  values = {p.name: [] for p in props}
-  position = offset
-  for _ in range(element.count):
-    for p in props:
-      length = 1
-      if p.count_dtype is not None:
-        if position >= len(tokens):
-          raise truncated()
-        length = int(convert([tokens[position]], p.count_dtype)[0])
-        position += 1
-      if position + length > len(tokens):
-        raise truncated()
-      value = convert(tokens[position:position + length], p.dtype)
-      position += length
-      values[p.name].append(value[0] if p.count_dtype is None else value)
-  return {p.name: np.array(values[p.name]) if p.count_dtype is None else values[p.name]
-          for p in props}, position
-
-
-def read_ply(path: PathLike) -> Mesh:
-  """Reads a triangle mesh from a PLY 1.0 file (ascii or binary, either byte order).
-
-  The vertex element needs scalar x, y, z and may have red, green, blue (integers in 0..255);
-  the optional face element needs a list property vertex_indices (or vertex_index) of triangles.
-  Other properties and elements are read and ignored.
-
-  Raises:
-    ValueError: naming the file, for a malformed, truncated or unsupported file.
-  """
-  path = pathlib.Path(path)
-  data = path.read_bytes()
-  file_format, elements, offset = _parse_ply_header(path, data)
-  body = data[offset:]
-  order = _PLY_FORMATS[file_format]
-  values = {}
-  if order is None:
-    try:
-      tokens = body.decode("ascii").split()
-    except UnicodeDecodeError as error:
-      raise ValueError(f"{path}: ascii PLY data is not ASCII") from error
-    position = 0
-    for element in elements:
-      values[element.name], position = _read_ascii_element(path, tokens, position, element)
-    if position != len(tokens):
-      raise ValueError(f"{path}: {len(tokens) - position} unexpected trailing PLY values")
-  else:
-    position = 0
-    for element in elements:
-      values[element.name], position = _read_binary_element(path, body, position, element, order)
-    if position != len(body):
-      raise ValueError(f"{path}: {len(body) - position} unexpected trailing PLY bytes")
-
-  kinds = {element.name: {p.name: p for p in element.properties} for element in elements}
-  if "vertex" not in kinds:
-    raise ValueError(f"{path}: PLY file has no vertex element")
-  vertex_props = kinds["vertex"]
-  for name in "xyz":
-    if name not in vertex_props or vertex_props[name].count_dtype is not None:
-      raise ValueError(f"{path}: PLY vertex element needs scalar properties x, y, z")
-  vertices = np.stack([values["vertex"][name] for name in "xyz"], axis=1)
-  color_names = [name for name in ("red", "green", "blue") if name in vertex_props]
-  colors = None
-  if color_names:
-    if len(color_names) != 3 or any(vertex_props[name].count_dtype is not None
-                                     or vertex_props[name].dtype[0] not in "iu"
-                                     for name in color_names):
-      raise ValueError(f"{path}: PLY vertex colors need integer properties red, green, blue")
-    colors = np.stack([values["vertex"][name] for name in color_names], axis=1)
-
-  faces = np.zeros((0, 3), np.int64)
-  if "face" in kinds:
-    face_props = kinds["face"]
-    name = next((n for n in ("vertex_indices", "vertex_index") if n in face_props), None)
-    if name is None or face_props[name].count_dtype is None:
-      raise ValueError(f"{path}: PLY face element needs a list property vertex_indices")
-    if face_props[name].dtype[0] not in "iu":
-      raise ValueError(f"{path}: PLY vertex_indices must be integers")
-    indices = values["face"][name]
-    if isinstance(indices, list) or (indices.size and indices.shape[1] != 3):
-      raise ValueError(f"{path}: only triangle faces are supported")
-    faces = indices.reshape(-1, 3).astype(np.int64)
-  try:
-    return Mesh(vertices=vertices, faces=faces, colors=colors)
-  except ValueError as error:
-    raise ValueError(f"{path}: {error}") from error
 
 
 # ------------------------------------------------------------------------------------------------
@@ -645,72 +305,13 @@ def write_obj(path: PathLike, mesh: Mesh) -> pathlib.Path:
   text.write("# written by anifacegan_jax\n")
   vertices = mesh.vertices.astype(np.float64)
   if mesh.colors is not None:
-    np.savetxt(text, np.concatenate([vertices, mesh.colors / 255.0], axis=1),
+    np.savetxt(text, np.concatenate([vertices, mesh.colors.astype(np.float64)], axis=1),
                fmt="v %.9g %.9g %.9g %.6g %.6g %.6g")
   else:
     np.savetxt(text, vertices, fmt="v %.9g %.9g %.9g")
   np.savetxt(text, mesh.faces.astype(np.int64) + 1, fmt="f %d %d %d")
   path.write_bytes(text.getvalue().encode("ascii"))
   return path
-
-
-def read_obj(path: PathLike) -> Mesh:
-  """Reads the vertices (`v x y z [w]` or `v x y z r g b`) and faces of a Wavefront OBJ.
-
-  Face references may be `i`, `i/t`, `i//n` or `i/t/n`, negative (relative) or positive; polygons
-  are fan-triangulated. Other statements (vt, vn, o, g, usemtl, ...) are ignored.
-
-  Raises:
-    ValueError: naming the file and line, for a malformed vertex or face.
-  """
-  path = pathlib.Path(path)
-  try:
-    text = path.read_bytes().decode("utf-8")
-  except UnicodeDecodeError as error:
-    raise ValueError(f"{path}: OBJ file is not UTF-8 text") from error
-  vertices, colors, faces = [], [], []
-  for number, raw in enumerate(text.splitlines(), start=1):
-    tokens = raw.split("#", 1)[0].split()
-    if not tokens:
-      continue
-    keyword, arguments = tokens[0], tokens[1:]
-    if keyword == "v":
-      try:
-        numbers = [float(value) for value in arguments]
-      except ValueError as error:
-        raise ValueError(f"{path}:{number}: bad vertex {raw.strip()!r}") from error
-      if len(numbers) not in (3, 4, 6):
-        raise ValueError(f"{path}:{number}: a vertex needs 3, 4 or 6 numbers, got {raw.strip()!r}")
-      vertices.append(numbers[:3])
-      colors.append(numbers[3:] if len(numbers) == 6 else None)
-    elif keyword == "f":
-      if len(arguments) < 3:
-        raise ValueError(f"{path}:{number}: a face needs at least 3 vertices, got "
-                         f"{raw.strip()!r}")
-      indices = []
-      for reference in arguments:
-        try:
-          index = int(reference.split("/", 1)[0])
-        except ValueError as error:
-          raise ValueError(f"{path}:{number}: bad face {raw.strip()!r}") from error
-        if index == 0:
-          raise ValueError(f"{path}:{number}: OBJ indices are 1-based, got 0")
-        indices.append(index - 1 if index > 0 else len(vertices) + index)
-      faces += [[indices[0], indices[k], indices[k + 1]] for k in range(1, len(indices) - 1)]
-
-  with_colors = sum(color is not None for color in colors)
-  if with_colors not in (0, len(vertices)):
-    raise ValueError(f"{path}: {with_colors} of {len(vertices)} vertices have colors; "
-                     "need all or none")
-  mesh_colors = None
-  if vertices and with_colors:
-    mesh_colors = np.clip(np.round(np.array(colors, np.float64) * 255.0), 0, 255)
-  try:
-    return Mesh(vertices=np.array(vertices, np.float64).reshape(-1, 3),
-                faces=np.array(faces, np.int64).reshape(-1, 3),
-                colors=None if mesh_colors is None else mesh_colors.astype(np.uint8))
-  except ValueError as error:
-    raise ValueError(f"{path}: {error}") from error
 
 
 # ------------------------------------------------------------------------------------------------
@@ -731,11 +332,3 @@ def write_mesh(path: PathLike, mesh: Mesh) -> pathlib.Path:
   if _suffix(path) == ".ply":
     return write_ply(path, mesh)
   return write_obj(path, mesh)
-
-
-def read_mesh(path: PathLike) -> Mesh:
-  """Reads a PLY (.ply) or OBJ (.obj) mesh, chosen by the suffix of `path`."""
-  path = pathlib.Path(path)
-  if _suffix(path) == ".ply":
-    return read_ply(path)
-  return read_obj(path)

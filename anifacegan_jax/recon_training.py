@@ -35,16 +35,14 @@ import tensorflow_datasets as tfds
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from anifacegan_jax import checkpointing, recon_step
-from anifacegan_jax.data import input_pipeline, synthface
-from anifacegan_jax.face3d import morphable
-from anifacegan_jax.face3d.morphable import MorphableArrays, MorphableModel
+from anifacegan_jax import checkpointing, experiment, recon_step
+from anifacegan_jax.data import datasets, input_pipeline
+from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.metrics.coefficients import (landmark_arrays, per_example_errors,
                                                  summarize_errors)
 from anifacegan_jax.models.recon import ReconNet
 from anifacegan_jax.recon_step import (LossWeights, ReconState, create_state, images_01,
                                        load_trained, make_optimizer, train_step)
-from anifacegan_jax.synthfaces import procedural
 from anifacegan_jax.types import PyTree
 
 EVAL_FILE = "eval_metrics.jsonl"  # in the workdir: one JSON line per evaluation
@@ -71,23 +69,13 @@ def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
                      angle=float(w.angle_weight), landmark=float(w.landmark_weight))
 
 
-def load_face_model(config: ml_collections.ConfigDict) -> MorphableModel:
-  """config.face_model: '' = the embedded procedural model (SynthFaces), else a BFM .mat/.npz."""
-  if config.face_model:
-    return morphable.load_model(config.face_model)
-  return procedural.load_procedural()
-
-
-def make_builder(config: ml_collections.ConfigDict):
-  """The prepared SynthFaces builder of config.dataset (rendered on first use)."""
-  data = config.dataset
-  if data.name != "synth_faces":
+def synthfaces_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` checked to name SynthFaces, the only dataset with the ground-truth coefficients this
+  training needs (for `datasets.make_builder`)."""
+  if config.dataset.name != "synth_faces":
     raise ReconConfigError(f"config.dataset.name must be 'synth_faces' (ground-truth coefficients "
-                           f"are needed), got {data.name!r}")
-  builder = synthface.make_builder(int(data.config), int(data.num_train), int(data.num_test),
-                                   data_dir=data.data_dir or None)
-  builder.download_and_prepare()
-  return builder
+                           f"are needed), got {config.dataset.name!r}")
+  return config
 
 
 def train_batches(builder, config: ml_collections.ConfigDict, start_step: int):
@@ -163,8 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> tuple[ReconState, dict[str, float]]:
   """Train (or resume) in `workdir`; returns the host state and the final test metrics."""
   writer = metric_writers.create_default_writer(workdir)
-  builder = make_builder(config)
-  arrays = landmark_arrays(load_face_model(config))
+  builder = datasets.make_builder(synthfaces_config(config))
+  arrays = landmark_arrays(experiment.load_morphable_model(config))
   model, tx = build_model(config), build_optimizer(config)
   if checkpointing.latest_step(workdir) is None:
     state = create_state(jax.random.key(config.seed), model, tx)

@@ -1,4 +1,5 @@
-"""Array aliases and the typed pytrees passed between rendering, models and training.
+"""Array aliases, the typed pytrees passed between rendering, models and training, and the
+one triangle mesh (SynthFaces' rasteriser, mesh export).
 
 Frames used throughout (SPEC §1):
   * world: right-handed, y up, head at the origin facing +z, camera on the unit sphere; the
@@ -9,11 +10,13 @@ Frames used throughout (SPEC §1):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -150,3 +153,63 @@ class Batch:
                pose=jnp.full((batch, 2), jnp.pi / 2, jnp.float32),
                coefficients=jnp.zeros((batch, 257), jnp.float32),
                landmarks=jnp.zeros((batch, 68, 2), jnp.float32))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+  array = np.array(array, copy=True)
+  array.flags.writeable = False
+  return array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Mesh:
+  """A triangle mesh (numpy, host side); the arrays are read-only copies.
+
+  Attributes:
+    vertices: (V, 3) float positions, world units (float32 or float64, kept).
+    faces: (F, 3) int32 vertex indices, counter-clockwise seen from outside (from the camera for
+      `export.depth_mesh`): the normal (v1 - v0) × (v2 - v0) points out of the surface.
+    colors: (V, 3) float RGB per vertex in [0, 1] (dtype kept), or None.
+    closed: the inside is never seen, so a rasteriser may cull back faces (a speed-up only).
+  """
+
+  vertices: np.ndarray
+  faces: np.ndarray
+  colors: np.ndarray | None = None
+  closed: bool = False
+
+  def __post_init__(self):
+    vertices = np.asarray(self.vertices)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+      raise ValueError(f"vertices must have shape (V, 3), got {vertices.shape}")
+    if np.issubdtype(vertices.dtype, np.integer):
+      vertices = vertices.astype(np.float64)
+    if not np.issubdtype(vertices.dtype, np.floating):
+      raise ValueError(f"vertices must be a float array, got dtype {vertices.dtype}")
+    if not np.all(np.isfinite(vertices)):
+      raise ValueError("vertices must be finite")
+    num_vertices = vertices.shape[0]
+
+    faces = np.asarray(self.faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+      raise ValueError(f"faces must have shape (F, 3), got {faces.shape}")
+    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+      raise ValueError(f"faces must be an integer array, got dtype {faces.dtype}")
+    if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
+      raise ValueError(f"faces index vertices out of range [0, {num_vertices}): "
+                       f"min {faces.min()}, max {faces.max()}")
+
+    colors = self.colors
+    if colors is not None:
+      colors = np.asarray(colors)
+      if colors.shape != (num_vertices, 3):
+        raise ValueError(f"colors must have shape (V, 3) = {(num_vertices, 3)}, got "
+                         f"{colors.shape}")
+      if not np.issubdtype(colors.dtype, np.floating):
+        raise ValueError(f"colors must be floats in [0, 1], got dtype {colors.dtype}")
+      colors = _read_only(colors)
+
+    object.__setattr__(self, "vertices", _read_only(vertices))
+    object.__setattr__(self, "faces", _read_only(faces.astype(np.int32)))
+    object.__setattr__(self, "colors", colors)
+    object.__setattr__(self, "closed", bool(self.closed))

@@ -69,6 +69,11 @@ def mean_terms(run, face, cfg, params, num: int, seed: int, batch: int = 16) -> 
   return out
 
 
+def _own_width(run) -> int:
+  """Width of the deformation network in the run's parameters."""
+  return int(run.ema_params["deformation"]["output"]["kernel"].shape[0])
+
+
 def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_every: int,
           fresh: bool = False, b1: float = 0.0):
   """The deformation network alone trained on the weighted Eq. 8-11 terms (Adam, β = (b1, 0.9);
@@ -79,6 +84,8 @@ def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_ever
     from anifacegan_jax.models.generator import init_generator
     new = init_generator(run.generator, jax.random.key(int(run.config.seed)))
     params = dict(params, deformation=new["params"]["deformation"])
+  elif run.generator.deform_hidden != _own_width(run):
+    raise ValueError("a deformation network of another width starts fresh: pass --fresh")
   tx = optax.adam(lr, b1=b1, b2=0.9)
   opt_state = tx.init(params["deformation"])
 
@@ -118,6 +125,10 @@ def main(argv=None) -> dict:
                       help="refit from a newly initialised deformation network (as a run starts)")
   parser.add_argument("--batch", type=int, default=8, help="latents per refit step")
   parser.add_argument("--b1", type=float, default=0.0, help="refit Adam β1 (0: the generator's)")
+  parser.add_argument("--points", type=int, default=0, help="refit query points per image "
+                      "(0: the config's imitation.points; the ratio is always measured with those)")
+  parser.add_argument("--deform_hidden", type=int, default=0, help="refit a deformation network "
+                      "of this width (with --fresh; 0: the model's)")
   parser.add_argument("--num_eval", type=int, default=128, help="prior samples for the ratio")
   parser.add_argument("--control_num", type=int, default=128)
   parser.add_argument("--geometry_num", type=int, default=32)
@@ -128,6 +139,8 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.steps < 0 or args.batch < 1 or args.num_eval < 1 or not 0 <= args.b1 < 1:
     parser.error("--steps must be >= 0, --batch and --num_eval >= 1, --b1 in [0, 1)")
+  if args.points < 0 or args.deform_hidden < 0 or (args.deform_hidden and not args.fresh):
+    parser.error("--points and --deform_hidden must be >= 0; --deform_hidden needs --fresh")
 
   run = experiment.load_pretrained(args.pretrained)
   config = run.config
@@ -151,8 +164,12 @@ def main(argv=None) -> dict:
     record["eval_s"] = round(time.perf_counter() - tick, 1)
     print(json.dumps(dict(own_metrics=record["own_metrics"])), flush=True)
     if args.steps:
+      if args.deform_hidden:
+        run = dataclasses.replace(run, generator=run.generator.clone(
+            deform_hidden=args.deform_hidden))
+      fit_cfg = dataclasses.replace(cfg, imitation_points=args.points or cfg.imitation_points)
       tick = time.perf_counter()
-      params, record["refit_curve"] = refit(run, face, cfg, args.steps, lr, args.batch,
+      params, record["refit_curve"] = refit(run, face, fit_cfg, args.steps, lr, args.batch,
                                             args.seed + 2, max(1, args.steps // 20), args.fresh,
                                             args.b1)
       record["refit_s"] = round(time.perf_counter() - tick, 1)

@@ -85,7 +85,7 @@ def main() -> None:
   logging.set_stderrthreshold(logging.INFO)
   recon_model, recon_variables = rt.restore_recon(args.recon)
   recon_config = rt.restore_config(args.recon)
-  face = coefficients.landmark_arrays(rt.load_face_model(recon_config))
+  face = coefficients.landmark_arrays(experiment.load_morphable_model(recon_config))
   evals = pathlib.Path(args.recon) / rt.EVAL_FILE
   record = dict(recon=dict(workdir=args.recon, model=recon_config.model.to_dict(),
                            test_metrics=json.loads(evals.read_text().splitlines()[-1])

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from absl import logging
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from anifacegan_jax import experiment  # noqa: E402
 from anifacegan_jax import recon_training as rt  # noqa: E402
 from anifacegan_jax.data import datasets  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
@@ -85,15 +86,16 @@ def main() -> None:
     config.optim.lr = args.lr
 
   start = time.time()
-  builder = rt.make_builder(config)  # renders SynthFaces on first use (≈ 20 ms/example/core)
+  # renders SynthFaces on first use (≈ 20 ms/example/core)
+  builder = datasets.make_builder(rt.synthfaces_config(config))
   prepare_s = time.time() - start
-  mean_face = baseline(builder, cm.landmark_arrays(rt.load_face_model(config)))
+  mean_face = baseline(builder, cm.landmark_arrays(experiment.load_morphable_model(config)))
   print("mean-face baseline:", json.dumps(mean_face), flush=True)
   start = time.time()
   state, metrics = rt.train_and_evaluate(config, args.workdir)
   train_s = time.time() - start
-  split = error_split(args.workdir, builder, cm.landmark_arrays(rt.load_face_model(config)),
-                      config.model.input_size)
+  arrays = cm.landmark_arrays(experiment.load_morphable_model(config))
+  split = error_split(args.workdir, builder, arrays, config.model.input_size)
   evals = [json.loads(line) for line in
            (pathlib.Path(args.workdir) / rt.EVAL_FILE).read_text().splitlines()]
   record = dict(

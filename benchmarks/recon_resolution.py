@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from anifacegan_jax import checkpointing  # noqa: E402
+from anifacegan_jax import checkpointing, experiment  # noqa: E402
 from anifacegan_jax import recon_training as rt  # noqa: E402
+from anifacegan_jax.data import datasets  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
 import imitation  # noqa: E402  (the machine record)
 
@@ -43,8 +44,8 @@ def main() -> None:
   config = rt.restore_config(args.recon)
   config.dataset.data_dir = args.data_dir
   model, variables = rt.restore_recon(args.recon)
-  builder = rt.make_builder(config)
-  arrays = cm.landmark_arrays(rt.load_face_model(config))
+  builder = datasets.make_builder(rt.synthfaces_config(config))
+  arrays = cm.landmark_arrays(experiment.load_morphable_model(config))
   record = dict(recon=dict(workdir=args.recon, model=config.model.to_dict(),
                            step=checkpointing.latest_step(args.recon)),
                 rows={})

@@ -1,4 +1,5 @@
-"""Depth PNGs, depth meshes and PLY / OBJ files of `anifacegan_jax.export`, closed-form checks."""
+"""Depth PNGs, depth meshes and PLY / OBJ files of `anifacegan_jax.export`, closed-form checks
+(read back with the tests' own readers, `mesh_files.py`)."""
 
 import math
 
@@ -7,6 +8,8 @@ import pytest
 from PIL import Image
 
 from anifacegan_jax import export
+from anifacegan_jax.types import Mesh
+from mesh_files import read_depth_png, read_mesh, read_obj, read_ply
 
 HALF_PI = math.pi / 2
 STEP = (export.DEFAULT_FAR - export.DEFAULT_NEAR) / 65535
@@ -55,7 +58,7 @@ def test_depth_png_round_trip_is_within_quantisation(tmp_path):
   assert path == tmp_path / "a" / "b" / "depth.png"
   with Image.open(path) as image:
     assert image.mode == "I;16" and image.size == (7, 6)
-  restored = export.read_depth_png(path)
+  restored = read_depth_png(path, export.DEFAULT_NEAR, export.DEFAULT_FAR)
   assert restored.dtype == np.float32 and restored.shape == (6, 7)
   clipped = np.clip(depth, export.DEFAULT_NEAR, export.DEFAULT_FAR)
   assert np.max(np.abs(restored - clipped)) <= STEP / 2 + 1e-7
@@ -64,15 +67,8 @@ def test_depth_png_round_trip_is_within_quantisation(tmp_path):
 def test_depth_png_custom_range_round_trip(tmp_path):
   depth = np.linspace(2.0, 4.0, 12).reshape(3, 4)
   path = export.write_depth_png(tmp_path / "depth.png", depth, near=2.0, far=4.0)
-  restored = export.read_depth_png(path, near=2.0, far=4.0)
+  restored = read_depth_png(path, near=2.0, far=4.0)
   assert np.max(np.abs(restored - depth)) <= 2.0 / 65535 / 2 + 1e-6
-
-
-def test_read_depth_png_rejects_an_rgb_image(tmp_path):
-  path = tmp_path / "rgb.png"
-  Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(path)
-  with pytest.raises(ValueError, match="16-bit"):
-    export.read_depth_png(path)
 
 
 def test_depth_preview_is_bright_near_and_black_background():
@@ -185,12 +181,12 @@ def test_colors_float_and_uint8():
   image[0, 1] = [-1.0, 1.0, 0.0]
   image[2, 2] = [-2.0, 2.0, 0.5]
   mesh = export.depth_mesh(np.ones((3, 3)), HALF_PI, HALF_PI, mask=mask, colors=image)
-  assert mesh.colors.dtype == np.uint8 and mesh.colors.shape == (8, 3)
-  np.testing.assert_array_equal(mesh.colors[0], [0, 255, 128])
-  np.testing.assert_array_equal(mesh.colors[-1], [0, 255, 191])
+  assert mesh.colors.dtype == np.float32 and mesh.colors.shape == (8, 3)
+  np.testing.assert_array_equal(mesh.colors[0] * 255, [0, 255, 128])
+  np.testing.assert_array_equal(mesh.colors[-1] * 255, [0, 255, 191])
   rgb = np.arange(27, dtype=np.uint8).reshape(3, 3, 3)
   mesh = export.depth_mesh(np.ones((3, 3)), HALF_PI, HALF_PI, mask=mask, colors=rgb)
-  np.testing.assert_array_equal(mesh.colors, rgb[mask])
+  np.testing.assert_array_equal(mesh.colors * np.float32(255), rgb[mask])
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -235,8 +231,8 @@ def _assert_same(mesh, restored, rtol=0.0):
   np.testing.assert_array_equal(restored.faces, mesh.faces)
   if mesh.colors is None:
     assert restored.colors is None
-  else:
-    np.testing.assert_array_equal(restored.colors, mesh.colors)
+  else:  # the files hold 8-bit colours (PLY) or six digits (OBJ)
+    np.testing.assert_array_equal(np.round(restored.colors * 255), np.round(mesh.colors * 255))
 
 
 @pytest.mark.parametrize("colors", [True, False])
@@ -248,7 +244,7 @@ def test_ply_round_trip(tmp_path, binary, colors):
   header = path.read_bytes().split(b"end_header\n")[0].decode()
   assert ("binary_little_endian" if binary else "ascii") in header
   assert ("property uchar red" in header) == colors
-  _assert_same(mesh, export.read_ply(path), rtol=0.0 if binary else 1e-6)
+  _assert_same(mesh, read_ply(path), rtol=0.0 if binary else 1e-6)
 
 
 @pytest.mark.parametrize("colors", [True, False])
@@ -257,100 +253,34 @@ def test_obj_round_trip(tmp_path, colors):
   path = export.write_obj(tmp_path / "out" / "mesh.obj", mesh)
   first_face = next(line for line in path.read_text().splitlines() if line.startswith("f "))
   assert first_face == "f " + " ".join(str(i + 1) for i in mesh.faces[0])
-  _assert_same(mesh, export.read_obj(path), rtol=1e-6)
+  _assert_same(mesh, read_obj(path), rtol=1e-6)
 
 
 def test_write_mesh_dispatches_on_the_suffix(tmp_path):
   mesh = _sample_mesh()
   for name in ("a.ply", "b.OBJ"):
     path = export.write_mesh(tmp_path / name, mesh)
-    _assert_same(mesh, export.read_mesh(path), rtol=1e-6)
+    _assert_same(mesh, read_mesh(path), rtol=1e-6)
   assert (tmp_path / "a.ply").read_bytes().startswith(b"ply\nformat binary_little_endian")
   with pytest.raises(ValueError, match=r"unsupported mesh suffix '\.stl'.*\.ply, \.obj"):
     export.write_mesh(tmp_path / "c.stl", mesh)
 
 
 def test_empty_mesh_round_trips(tmp_path):
-  mesh = export.Mesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), np.int32))
+  mesh = Mesh(vertices=np.zeros((0, 3), np.float32), faces=np.zeros((0, 3), np.int32))
   for path in (tmp_path / "e.ply", tmp_path / "e.obj"):
-    _assert_same(mesh, export.read_mesh(export.write_mesh(path, mesh)))
-  _assert_same(mesh, export.read_ply(export.write_ply(tmp_path / "a.ply", mesh, binary=False)))
+    _assert_same(mesh, read_mesh(export.write_mesh(path, mesh)))
+  _assert_same(mesh, read_ply(export.write_ply(tmp_path / "a.ply", mesh, binary=False)))
 
 
-def test_read_ply_from_another_tool(tmp_path):
-  """Other names and extra properties: float32, uint8, vertex_index, normals, a quality value."""
-  text = "\n".join([
-      "ply", "format ascii 1.0", "comment made elsewhere", "obj_info x",
-      "element vertex 3", "property float32 x", "property float32 y", "property float32 z",
-      "property float nx", "property float ny", "property float nz",
-      "property uint8 red", "property uint8 green", "property uint8 blue",
-      "element face 1", "property list uint8 int32 vertex_index", "property float quality",
-      "end_header",
-      "0 0 0 0 0 1 255 0 0", "1 0 0 0 0 1 0 255 0", "0 1.5 0 0 0 1 0 0 255", "3 0 1 2 0.5", ""])
-  path = tmp_path / "other.ply"
-  path.write_text(text)
-  mesh = export.read_ply(path)
-  np.testing.assert_array_equal(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1.5, 0]])
-  np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
-  np.testing.assert_array_equal(mesh.colors, np.eye(3) * 255)
-
-
-def test_read_big_endian_binary_ply(tmp_path):
-  vertex = np.array([(0.0, 0.0, 0.5), (1.0, 0.0, 0.5), (0.0, 1.0, 0.5)],
-                    [("x", ">f4"), ("y", ">f4"), ("z", ">f4")])
-  face = np.array([(3, [0, 1, 2])], [("n", "u1"), ("i", ">i4", (3,))])
-  header = ("ply\nformat binary_big_endian 1.0\nelement vertex 3\nproperty float x\n"
-            "property float y\nproperty float z\nelement face 1\n"
-            "property list uchar int vertex_indices\nend_header\n").encode()
-  path = tmp_path / "be.ply"
-  path.write_bytes(header + vertex.tobytes() + face.tobytes())
-  mesh = export.read_ply(path)
-  np.testing.assert_array_equal(mesh.vertices[:, 2], 0.5)
-  np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
-
-
-def test_corrupt_ply_raises_naming_the_file(tmp_path):
-  mesh = _sample_mesh()
-  good = export.write_ply(tmp_path / "good.ply", mesh).read_bytes()
-  cases = {
-      "truncated.ply": (good[:-5], "truncated"),
-      "trailing.ply": (good + b"\0\0", "trailing"),
-      "magic.ply": (b"plx" + good[3:], "not a PLY file"),
-      "noend.ply": (good.split(b"end_header")[0], "no end_header"),
-      "format.ply": (good.replace(b"binary_little_endian 1.0", b"binary_little_endian 2.0"),
-                     "unsupported PLY format"),
-      "type.ply": (good.replace(b"property float x", b"property half x"),
-                   "unsupported PLY property"),
-  }
-  for name, (data, match) in cases.items():
-    path = tmp_path / name
-    path.write_bytes(data)
-    with pytest.raises(ValueError, match=match) as info:
-      export.read_ply(path)
-    assert name in str(info.value)
-  ascii_path = export.write_ply(tmp_path / "ascii.ply", mesh, binary=False)
-  ascii_path.write_text(ascii_path.read_text().replace("\n3 0 ", "\n3 99 ", 1))
-  with pytest.raises(ValueError, match=r"ascii\.ply.*out of range"):
-    export.read_ply(ascii_path)
-  quad_path = tmp_path / "quad.ply"
-  quad_path.write_text("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\n"
-                       "property float y\nproperty float z\nelement face 1\n"
-                       "property list uchar int vertex_indices\nend_header\n"
-                       "0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n")
-  with pytest.raises(ValueError, match="quad.ply: only triangle faces"):
-    export.read_ply(quad_path)
-
-
-def test_read_obj_references_polygons_and_errors(tmp_path):
-  path = tmp_path / "poly.obj"
-  path.write_text("# comment\no thing\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvn 0 0 1\n"
-                  "f 1/1/1 2//1 3 -1\n")
-  mesh = export.read_obj(path)
-  np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3]])
-  assert mesh.colors is None
-  path.write_text("v 0 0 0\nv 1 0\n")
-  with pytest.raises(ValueError, match=r"poly\.obj:2: a vertex needs 3, 4 or 6 numbers"):
-    export.read_obj(path)
-  path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n")
-  with pytest.raises(ValueError, match=r"poly\.obj.*out of range"):
-    export.read_obj(path)
+def test_mesh_checks_its_arrays():
+  with pytest.raises(ValueError, match=r"faces index vertices out of range \[0, 3\)"):
+    Mesh(np.zeros((3, 3)), np.array([[0, 1, 3]]))
+  with pytest.raises(ValueError, match="colors must be floats in \\[0, 1\\]"):
+    Mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), colors=np.zeros((3, 3), np.uint8))
+  with pytest.raises(ValueError, match="vertices must be finite"):
+    Mesh(np.full((3, 3), np.nan), np.array([[0, 1, 2]]))
+  mesh = Mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), colors=np.ones((3, 3)), closed=True)
+  assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int32 and mesh.closed
+  with pytest.raises(ValueError):
+    mesh.vertices[0, 0] = 1.0  # read-only

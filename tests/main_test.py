@@ -17,6 +17,7 @@ from anifacegan_jax import animation, experiment, export, sampling, train
 from configs import synthface
 
 from conftest import save_recon_run
+from mesh_files import read_depth_png, read_obj, read_ply
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -170,7 +171,7 @@ def test_a_packed_run_loads_samples_and_reads_like_its_workdir(tmp_path, uninter
                   jax.tree_util.tree_leaves((reference.ema_params, reference.prior))):
     np.testing.assert_array_equal(a, b)
   _, variables = recon_training.restore_recon(str(tmp_path / "recon"))
-  _, shipped, _ = evaluation.load_recon(run, evaluation.Settings(metrics=("control",)))
+  shipped = evaluation.load_reader(run, evaluation.Settings(metrics=("control",))).variables
   for a, b in zip(jax.tree_util.tree_leaves(shipped), jax.tree_util.tree_leaves(variables)):
     np.testing.assert_array_equal(a, b)
   # `sample --pretrained` renders what the workdir renders; --workdir only receives the file.
@@ -209,7 +210,7 @@ def test_sample_writes_depth_maps_and_meshes(tmp_path, uninterrupted):
   trajectory = sampling.make_trajectory(run, "blend", expression="smile_left", num_frames=2,
                                         yaw_amplitude=0.0)
   frames = animation.render_frames(run, trajectory)
-  depth = export.read_depth_png(depth_files[2], run.generator.near, run.generator.far)
+  depth = read_depth_png(depth_files[2], run.generator.near, run.generator.far)
   np.testing.assert_allclose(depth, np.clip(frames.depth[1], run.generator.near,
                                             run.generator.far), atol=(0.24 / 65535))
   for fmt in ("ply", "obj"):
@@ -217,7 +218,7 @@ def test_sample_writes_depth_maps_and_meshes(tmp_path, uninterrupted):
                                       yaw_amplitude=0.0, expression="smile_left",
                                       mesh_format=fmt, progress=False)
     assert [p.name for p in meshes] == [f"mesh_s0_f000.{fmt}", f"mesh_s0_f001.{fmt}"]
-    mesh = export.read_ply(meshes[1]) if fmt == "ply" else export.read_obj(meshes[1])
+    mesh = read_ply(meshes[1]) if fmt == "ply" else read_obj(meshes[1])
     assert len(mesh.vertices) == int(frames.mask[1].sum())
 
 

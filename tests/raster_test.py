@@ -7,7 +7,7 @@ import pytest
 
 from anifacegan_jax.rendering import camera as camera_lib
 from anifacegan_jax.synthfaces import raster, scene
-from anifacegan_jax.types import Camera
+from anifacegan_jax.types import Camera, Mesh
 
 HALF_PI = np.pi / 2
 FOCAL = 1.0 / np.tan(np.deg2rad(6.0))
@@ -233,7 +233,7 @@ def test_vertex_normals_of_a_sphere_are_radial():
 
 def test_render_shapes_ranges_and_compositing():
   vertices, triangles = _icosphere(2)
-  mesh = raster.Mesh(vertices, triangles, np.full((len(vertices), 3), 0.25), closed=True)
+  mesh = Mesh(vertices, triangles, np.full((len(vertices), 3), 0.25), closed=True)
   result = raster.render([mesh], HALF_PI, HALF_PI, 32, np.array([1.0, 0.0, 0.0]))
   assert result.image.shape == (32, 32, 3) and result.image.dtype == np.float32
   assert result.mask.shape == result.depth.shape == (32, 32)
@@ -251,7 +251,7 @@ def test_anti_aliased_edge_pixel_gets_fractional_coverage():
   # samples at ±0.25 around pixel 7's centre, exactly half of pixel column 7 is covered.
   vertices = np.stack([_frontal_plane_point(x, y, resolution)
                        for x, y in [(-20.0, -20.0), (7.1, -20.0), (7.1, 40.0)]])
-  mesh = raster.Mesh(vertices, np.array([[0, 1, 2]]), np.ones((3, 3)))
+  mesh = Mesh(vertices, np.array([[0, 1, 2]]), np.ones((3, 3)))
   result = raster.render([mesh], HALF_PI, HALF_PI, resolution, np.zeros(3), supersample=2)
   row = 12  # well inside the triangle's vertical extent
   np.testing.assert_allclose(result.mask[row, :7], 1.0)
@@ -270,8 +270,8 @@ def test_head_mesh_and_background_are_deterministic():
   assert len(first) == len(second) >= 3
   for a, b in zip(first, second):
     np.testing.assert_array_equal(a.vertices, b.vertices)
-    np.testing.assert_array_equal(a.triangles, b.triangles)
-    np.testing.assert_array_equal(a.vertex_colors, b.vertex_colors)
+    np.testing.assert_array_equal(a.faces, b.faces)
+    np.testing.assert_array_equal(a.colors, b.colors)
   other = scene.head_mesh(face, np.random.default_rng(8))
   assert not np.array_equal(first[-1].vertices, other[-1].vertices)
   backgrounds = [scene.random_background(np.random.default_rng(seed), 24) for seed in (3, 3, 4)]
@@ -282,7 +282,7 @@ def test_head_mesh_and_background_are_deterministic():
 
 def test_head_scene_renders_a_solid_head():
   face, triangles = _standin_face()
-  meshes = [raster.Mesh(face, triangles, np.full_like(face, 0.6))]
+  meshes = [Mesh(face, triangles, np.full_like(face, 0.6))]
   meshes += scene.head_mesh(face, np.random.default_rng(0), skin_albedo=np.array([0.7, 0.5, 0.4]))
   shaded = scene.shade(meshes, np.zeros(27))
   for pitch, yaw in POSES:

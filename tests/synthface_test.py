@@ -50,7 +50,7 @@ def test_visible_landmarks_lie_on_the_rendered_surface(model):
   params = dataclasses.replace(synthetic.sample_scene(np.random.default_rng(5)),
                                pitch=math.pi / 2, yaw=math.pi / 2)
   face, landmarks_world = synthetic.face_mesh(model, params)
-  fragments = raster.rasterize(face.vertices, face.triangles, params.pitch, params.yaw, 128)
+  fragments = raster.rasterize(face.vertices, face.faces, params.pitch, params.yaw, 128)
   xy, depth = raster.project_points(landmarks_world, params.pitch, params.yaw, 128)
   pixels = np.clip(np.round(xy).astype(int), 0, 127)
   surface = fragments.depth[pixels[:, 1], pixels[:, 0]]
@@ -88,7 +88,7 @@ def test_jaw_open_moves_mouth_landmarks_and_neutral_is_the_mean(model):
 
 
 def test_builder_prepares_small_dataset_deterministically(tmp_path):
-  builder = synthface.make_builder(32, num_train=16, num_test=4, data_dir=str(tmp_path))
+  builder = synthface.unprepared_builder(32, num_train=16, num_test=4, data_dir=str(tmp_path))
   builder.download_and_prepare()
   train = list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
   assert len(train) == 16 and builder.info.splits["test"].num_examples == 4
@@ -101,9 +101,9 @@ def test_builder_prepares_small_dataset_deterministically(tmp_path):
 
 def test_bad_sizes_are_rejected():
   with pytest.raises(ValueError, match="resolution must be 32, 64 or 128"):
-    synthface.make_builder(48)
+    synthface.unprepared_builder(48)
   with pytest.raises(ValueError, match="num_train ≥ 1"):
-    synthface.make_builder(32, num_train=0)
+    synthface.unprepared_builder(32, num_train=0)
 
 
 def test_generate_many_renders_the_builder_examples_in_worker_processes(model):

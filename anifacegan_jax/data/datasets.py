@@ -20,7 +20,7 @@ def make_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   data_dir = str(pathlib.Path(data.data_dir).expanduser()) if data.data_dir else None
   if data.name == "synth_faces":
     def prepare_synthfaces():
-      builder = synthface.make_builder(int(data.config), int(data.num_train),
+      builder = synthface.unprepared_builder(int(data.config), int(data.num_train),
                                        int(data.num_test), data_dir=data_dir)
       builder.download_and_prepare()
       return builder

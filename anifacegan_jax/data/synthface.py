@@ -53,7 +53,7 @@ class SynthFaces(tfds.core.GeneratorBasedBuilder):
       yield f"{split}_{index:06d}", dict(example, name=f"{split}_{index:06d}")
 
 
-def make_builder(resolution: int, num_train: int = DEFAULT_COUNTS[0],
+def unprepared_builder(resolution: int, num_train: int = DEFAULT_COUNTS[0],
                  num_test: int = DEFAULT_COUNTS[1], data_dir: str | None = None) -> SynthFaces:
   """A SynthFaces builder (not yet prepared) for the given size."""
   if resolution not in (32, 64, 128):

@@ -218,7 +218,7 @@ def read_prior(path: str | os.PathLike):
   return load_prior(pathlib.Path(path) / PRIOR)
 
 
-def load_recon(path: str | os.PathLike):
+def read_recon(path: str | os.PathLike):
   """(ReconNet, variables) of the reconstruction network in a model folder."""
   from anifacegan_jax import recon_step
   from anifacegan_jax.models.recon import init_recon

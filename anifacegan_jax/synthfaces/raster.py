@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from anifacegan_jax.types import Mesh
+
 NEAR = 1e-3  # world units in front of the camera; triangles reaching closer are dropped
 # Candidate samples per chunk. Small chunks bound peak memory and, more importantly for speed, keep
 # the temporaries in reused heap memory rather than fresh pages (page faults are costly on VMs).
@@ -370,23 +372,6 @@ def shade_vertices(albedo: np.ndarray, normals: np.ndarray, gamma: np.ndarray) -
 
 
 @dataclasses.dataclass(frozen=True)
-class Mesh:
-  """A coloured triangle mesh.
-
-  Attributes:
-    vertices: (N, 3) world units.
-    triangles: (T, 3) int vertex indices, counter-clockwise seen from outside.
-    vertex_colors: (N, 3) in [0, 1].
-    closed: the inside is never seen, so back faces may be culled (a speed-up only).
-  """
-
-  vertices: np.ndarray
-  triangles: np.ndarray
-  vertex_colors: np.ndarray
-  closed: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
 class RenderResult:
   """An anti-aliased render at the output resolution R.
 
@@ -421,10 +406,12 @@ def render(meshes: Sequence[Mesh], pitch: float, yaw: float, resolution: int, ba
     background: (R, R, 3) or (3,) colours in [0, 1] behind everything.
     supersample: s, samples per pixel side (see `rasterize`).
   """
-  triangles = [np.asarray(m.triangles, np.int64).reshape(-1, 3) for m in meshes]
+  triangles = [np.asarray(m.faces, np.int64).reshape(-1, 3) for m in meshes]
   offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])[:-1]
   vertices = np.concatenate([np.asarray(m.vertices, np.float64) for m in meshes])
-  colors = np.concatenate([np.asarray(m.vertex_colors, np.float32) for m in meshes])
+  if any(m.colors is None for m in meshes):
+    raise ValueError("every mesh of a render needs vertex colours")
+  colors = np.concatenate([np.asarray(m.colors, np.float32) for m in meshes])
   all_triangles = np.concatenate([t + o for t, o in zip(triangles, offsets)])
   mesh_of = np.repeat(np.arange(len(meshes)), [len(t) for t in triangles])
   closed = np.array([m.closed for m in meshes], bool)[mesh_of]

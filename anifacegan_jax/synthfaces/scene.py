@@ -15,7 +15,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from anifacegan_jax.synthfaces.raster import Mesh, shade_vertices, vertex_normals
+from anifacegan_jax.synthfaces.raster import shade_vertices, vertex_normals
+from anifacegan_jax.types import Mesh
 
 PITCH_OFFSET = 0.1  # rad; model_to_world tilts the face by Rx(0.1) (geometry.model_to_world)
 
@@ -316,9 +317,9 @@ def shade(meshes: list[Mesh], gamma: np.ndarray, pitch_offset: float = PITCH_OFF
   rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
   out = []
   for mesh in meshes:
-    normals = vertex_normals(mesh.vertices, mesh.triangles) @ rx  # row-vector form of Rxᵀ·n
-    colors = shade_vertices(mesh.vertex_colors, normals, gamma)
-    out.append(dataclasses.replace(mesh, vertex_colors=np.clip(colors, 0.0, 1.0)))
+    normals = vertex_normals(mesh.vertices, mesh.faces) @ rx  # row-vector form of Rxᵀ·n
+    colors = shade_vertices(mesh.colors, normals, gamma)
+    out.append(dataclasses.replace(mesh, colors=np.clip(colors, 0.0, 1.0)))
   return out
 
 

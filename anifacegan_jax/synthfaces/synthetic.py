@@ -25,6 +25,7 @@ import numpy as np
 
 from anifacegan_jax.face3d.morphable import MorphableModel
 from anifacegan_jax.synthfaces import procedural, raster, scene
+from anifacegan_jax.types import Mesh
 
 SEED = 20221006  # AniFaceGAN's arXiv date; the root of every example's generator
 SPLIT_CODES = {"train": 0, "test": 1}
@@ -74,13 +75,13 @@ def model_to_world(vertices: np.ndarray) -> np.ndarray:
   return 0.1 * np.asarray(vertices, np.float64) @ rx.T
 
 
-def face_mesh(model: MorphableModel, params: SceneParams) -> tuple[raster.Mesh, np.ndarray]:
+def face_mesh(model: MorphableModel, params: SceneParams) -> tuple[Mesh, np.ndarray]:
   """The face (world units, albedo colours) and its 68 landmarks (68, 3) in world units (Eq. 1)."""
   shape = (model.mean_shape + model.id_basis @ params.identity
            + model.exp_basis @ params.expression)
   albedo = np.clip(model.mean_tex + model.tex_basis @ params.texture, 0.0, 1.0)
   world = model_to_world(shape)
-  return raster.Mesh(world, model.triangles, albedo), world[model.landmarks]
+  return Mesh(world, model.triangles, albedo), world[model.landmarks]
 
 
 def angles_from_camera(pitch: float, yaw: float) -> np.ndarray:
@@ -93,7 +94,7 @@ def render_example(model: MorphableModel, params: SceneParams, rng: np.random.Ge
   """Render one scene; returns the schema's fields (image uint8, pose, coefficients, landmarks)."""
   face, landmarks_world = face_mesh(model, params)
   rear = face.vertices[:, 2] <= np.quantile(face.vertices[:, 2], 0.1)
-  skin = np.median(face.vertex_colors[rear], axis=0)
+  skin = np.median(face.colors[rear], axis=0)
   meshes = scene.shade([face] + scene.head_mesh(face.vertices, rng, skin_albedo=skin),
                        params.gamma)
   background = scene.random_background(rng, resolution)
