@@ -5,8 +5,9 @@ atomic (Orbax writes to a temporary directory and renames it), so a run killed m
 the previous checkpoint. A state with a non-finite array is never saved. `checksums` holds a CRC-32
 of every array, checked at restore: a file damaged after saving raises `CheckpointCorruptError`
 naming the checkpoint, and `restore_newest_good` (training's resume) falls back to the newest
-checkpoint that reads back intact. `restore_config` and `restore_state` need only the workdir, which is what `sample`
-and `evaluate` use. Saving needs no ml_collections (a plain mapping is a config too), so code
+checkpoint that reads back intact. `restore_config` and `restore_fields` (a few named fields, e.g.
+the EMA generator, without the discriminator and optimizer states) need only the workdir: that
+is what `sample` and `evaluate` read. Saving needs no ml_collections (a plain mapping is a config too), so code
 on a bare accelerator image writes checkpoints in the same layout.
 """
 
@@ -205,6 +206,54 @@ def restore_state(workdir: str | pathlib.Path, target: PyTree, step: int | None 
       raise CheckpointCorruptError(
           f"{where}: {len(bad) or 'the set of'} arrays differ from the checksums written with "
           f"them (first: state{bad[0] if bad else ''}): the files were damaged after saving")
+  return state
+
+
+def restore_fields(workdir: str | pathlib.Path, target: Mapping[str, PyTree],
+                   step: int | None = None) -> dict[str, Any]:
+  """Only the named fields of the saved state (e.g. step, ema_params, prior for inference),
+  shaped like `target` (abstract leaves allowed); the rest (discriminator, optimizer states) is
+  not read. Each restored array is checked against its saved checksum.
+
+  Raises:
+    as `restore_state`.
+  """
+  step = _require_step(workdir, step)
+  where = checkpoint_dir(workdir) / str(step)
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      state = checkpointer.restore(where / "state", args=ocp.args.PyTreeRestore(
+          dict(target), partial_restore=True))
+  except ValueError as error:
+    if _is_damage(error):
+      raise CheckpointCorruptError(f"{where}: cannot be read ({_first_line(error)})") from None
+    raise CheckpointMismatchError(
+        f"the checkpoint at {where} does not hold {sorted(target)} in this version's layout "
+        f"({_first_line(error)}): use the anifacegan_jax version that wrote it") from None
+  except OSError as error:
+    raise CheckpointCorruptError(f"{where}: cannot be read ({_first_line(error)})") from None
+  if (where / "checksums").is_dir():
+    try:
+      saved = create_manager(workdir, read_only=True).restore(step, args=ocp.args.Composite(
+          checksums=ocp.args.JsonRestore()))["checksums"]
+    except (OSError, ValueError) as error:
+      raise CheckpointCorruptError(f"{where}: its checksums cannot be read "
+                                   f"({_first_line(error)})") from None
+    try:
+      now = checksums(jax.device_get(state))
+    except NonFiniteStateError as error:
+      raise CheckpointCorruptError(f"{where}: {error} (damaged after saving)") from None
+    missing = [f for f in target if not any(k.startswith((f"['{f}']", f".{f}")) for k in saved)]
+    if missing:
+      raise CheckpointMismatchError(f"the checkpoint at {where} does not hold {missing}")
+    # a field of a saved dataclass (GanState) is '.name' where this dict has "['name']"
+    as_field = lambda name: "." + name[2:].replace("']", "", 1)  # noqa: E731
+    bad = [name for name, value in now.items()
+           if saved.get(name, saved.get(as_field(name))) != value]
+    if bad:
+      raise CheckpointCorruptError(
+          f"{where}: {len(bad)} arrays differ from the checksums written with them (first: "
+          f"state{bad[0]}): the files were damaged after saving")
   return state
 
 

@@ -16,6 +16,7 @@ import os
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from anifacegan_jax import checkpointing, pretrained, recon_step
@@ -24,7 +25,7 @@ from anifacegan_jax.curriculum import ConfigError
 from anifacegan_jax.face3d import morphable
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.discriminator import Discriminator
-from anifacegan_jax.models.generator import AnimatableGenerator
+from anifacegan_jax.models.generator import AnimatableGenerator, init_generator
 from anifacegan_jax.models.priors import GaussianPrior, Prior, load_prior
 from anifacegan_jax.models.recon import ReconNet, load_deep3d_recon
 from anifacegan_jax.synthfaces import procedural
@@ -33,9 +34,19 @@ from anifacegan_jax.types import PyTree
 PRIOR_FILE = "file:"
 
 
+def build_generator(config: ml_collections.ConfigDict) -> AnimatableGenerator:
+  """The generator of config.model."""
+  return AnimatableGenerator(**config.model.to_dict())
+
+
+def generator_params_shape(generator: AnimatableGenerator) -> PyTree:
+  """The generator's parameter tree as ShapeDtypeStructs (what a restore fills in)."""
+  return jax.eval_shape(lambda: init_generator(generator, jax.random.key(0))["params"])
+
+
 def build_models(config: ml_collections.ConfigDict) -> tuple[AnimatableGenerator, Discriminator]:
   """The generator from config.model and the discriminator for the stages' resolution."""
-  generator = AnimatableGenerator(**config.model.to_dict())
+  generator = build_generator(config)
   discriminator = Discriminator(resolution=int(config.stages[0].resolution),
                                 fade_in=bool(config.discriminator.fade_in),
                                 max_channels=int(config.discriminator.max_channels))
@@ -115,16 +126,14 @@ class Run:
 
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
-  """Restore config and state from `workdir` (newest checkpoint unless `step`)."""
+  """Config, EMA generator and prior of `workdir` (newest checkpoint unless `step`)."""
   config = checkpointing.restore_config(workdir, step)
-  generator, discriminator = build_models(config)
-  g_tx, d_tx = build_optimizers(config)
-  template = prior_template(config)
-  target = jax.eval_shape(lambda: ts.create_state(jax.random.key(0), generator, discriminator,
-                                                  g_tx, d_tx, template))
-  state = checkpointing.restore_state(workdir, target, step)
-  return Run(config=config, generator=generator, ema_params=state.ema_params, prior=state.prior,
-             step=int(state.step))
+  generator = build_generator(config)
+  target = dict(step=jax.ShapeDtypeStruct((), jnp.int32), prior=prior_template(config),
+                ema_params=generator_params_shape(generator))
+  state = checkpointing.restore_fields(workdir, target, step)  # no D, no optimizer states
+  return Run(config=config, generator=generator, ema_params=state["ema_params"],
+             prior=state["prior"], step=int(state["step"]))
 
 
 # The official release's files, relative to its root (the AniFaceGAN repository layout).
@@ -183,15 +192,12 @@ def load_pretrained(name: str | os.PathLike) -> Run:
   path = pretrained.model_dir(name)
   config = pretrained.read_config(path)
   try:
-    generator, discriminator = build_models(config)
-    g_tx, d_tx = build_optimizers(config)
+    generator = build_generator(config)
   except (AttributeError, KeyError, TypeError) as error:
     raise pretrained.PretrainedError(
         f"{path / pretrained.CONFIG}: not a run config this version reads ({error!r})") from error
-  target = jax.eval_shape(lambda: ts.create_state(
-      jax.random.key(0), generator, discriminator, g_tx, d_tx, prior_template(config)))
   return Run(config=config, generator=generator,
-             ema_params=pretrained.read_generator(path, target.ema_params),
+             ema_params=pretrained.read_generator(path, generator_params_shape(generator)),
              prior=pretrained.read_prior(path), step=int(pretrained.read_info(path).get("step", 0)))
 
 

@@ -107,6 +107,24 @@ def test_flipped_bytes_are_caught_and_resume_falls_back(tmp_path, caplog):
   assert (checkpointing.checkpoint_dir(tmp_path) / "3").is_dir()  # kept for inspection
 
 
+def test_named_fields_are_read_alone_and_checked(tmp_path):
+  _saved_run(tmp_path)
+  target = {"w": jax.eval_shape(lambda: _state(0))["w"]}
+  fields = checkpointing.restore_fields(tmp_path, target, 2)
+  assert set(fields) == {"w"}
+  np.testing.assert_array_equal(fields["w"], _state(2)["w"])
+  for path in _data_files(tmp_path, 3):
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 64):
+      data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+  with pytest.raises(checkpointing.CheckpointCorruptError, match="checkpoints/3") as error:
+    checkpointing.restore_fields(tmp_path, target, 3)
+  assert len(str(error.value).splitlines()) == 1
+  with pytest.raises(checkpointing.CheckpointMismatchError, match=r"does not hold \['nope'\]"):
+    checkpointing.restore_fields(tmp_path, {"nope": target["w"]}, 2)
+
+
 def test_truncated_checkpoint_falls_back_and_all_damaged_is_one_line(tmp_path):
   _saved_run(tmp_path, steps=(1, 2))
   for step in (2, 1):
