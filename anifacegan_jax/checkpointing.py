@@ -191,22 +191,28 @@ def restore_state(workdir: str | pathlib.Path, target: PyTree, step: int | None 
     raise CheckpointCorruptError(f"{where}: cannot be read ({_first_line(error)})") from None
   state = restored["state"]
   if (where / "checksums").is_dir():  # checkpoints written before checksums have none
-    try:
-      saved = manager.restore(step, args=ocp.args.Composite(
-          checksums=ocp.args.JsonRestore()))["checksums"]
-    except (OSError, ValueError) as error:
-      raise CheckpointCorruptError(f"{where}: its checksums cannot be read "
-                                   f"({_first_line(error)})") from None
-    try:
-      now = checksums(jax.device_get(state))
-    except NonFiniteStateError as error:
-      raise CheckpointCorruptError(f"{where}: {error} (damaged after saving)") from None
+    saved, now = _saved_and_now(manager, step, where, state)
     bad = [name for name, value in now.items() if saved.get(name) != value]
     if bad or set(saved) != set(now):
       raise CheckpointCorruptError(
           f"{where}: {len(bad) or 'the set of'} arrays differ from the checksums written with "
           f"them (first: state{bad[0] if bad else ''}): the files were damaged after saving")
   return state
+
+
+def _saved_and_now(manager: ocp.CheckpointManager, step: int, where: pathlib.Path,
+                   state: PyTree) -> tuple[dict[str, str], dict[str, str]]:
+  """The checksums saved at `step` and those of the restored `state`."""
+  try:
+    saved = manager.restore(step, args=ocp.args.Composite(
+        checksums=ocp.args.JsonRestore()))["checksums"]
+  except (OSError, ValueError) as error:
+    raise CheckpointCorruptError(f"{where}: its checksums cannot be read "
+                                 f"({_first_line(error)})") from None
+  try:
+    return saved, checksums(jax.device_get(state))
+  except NonFiniteStateError as error:
+    raise CheckpointCorruptError(f"{where}: {error} (damaged after saving)") from None
 
 
 def restore_fields(workdir: str | pathlib.Path, target: Mapping[str, PyTree],
@@ -233,16 +239,7 @@ def restore_fields(workdir: str | pathlib.Path, target: Mapping[str, PyTree],
   except OSError as error:
     raise CheckpointCorruptError(f"{where}: cannot be read ({_first_line(error)})") from None
   if (where / "checksums").is_dir():
-    try:
-      saved = create_manager(workdir, read_only=True).restore(step, args=ocp.args.Composite(
-          checksums=ocp.args.JsonRestore()))["checksums"]
-    except (OSError, ValueError) as error:
-      raise CheckpointCorruptError(f"{where}: its checksums cannot be read "
-                                   f"({_first_line(error)})") from None
-    try:
-      now = checksums(jax.device_get(state))
-    except NonFiniteStateError as error:
-      raise CheckpointCorruptError(f"{where}: {error} (damaged after saving)") from None
+    saved, now = _saved_and_now(create_manager(workdir, read_only=True), step, where, state)
     missing = [f for f in target if not any(k.startswith((f"['{f}']", f".{f}")) for k in saved)]
     if missing:
       raise CheckpointMismatchError(f"the checkpoint at {where} does not hold {missing}")
