@@ -1,6 +1,8 @@
 """Train a SynthFaces config on an accelerator with no TensorFlow, tfds or clu; write model folders.
 
   python benchmarks/train_device.py --config=configs/synthface.py:small64 --out=$OUT --seconds=300
+  python benchmarks/train_device.py --config=configs/synthface.py:small64 --config.num_steps=8000 \\
+      --config.imitation.deform_image_gradient=False --out=$OUT
 
 An accelerator image may hold JAX, Flax, Optax and Orbax but no TensorFlow (ml_collections travels
 as a wheel). This script renders `--num_images` SynthFaces training examples in-process (the tfds
@@ -24,9 +26,7 @@ with the dataset, FID follows from the folder:
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import importlib
 import json
 import os
 import pathlib
@@ -39,11 +39,13 @@ import time
 import flax.jax_utils
 import jax
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from anifacegan_jax import curriculum, evaluation, experiment, pretrained, sampling  # noqa: E402
+from anifacegan_jax import cli, curriculum, evaluation, experiment, pretrained, sampling  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import GaussianPrior  # noqa: E402
 from anifacegan_jax.synthfaces import synthetic  # noqa: E402
@@ -54,32 +56,8 @@ import deformation_fit  # noqa: E402  (benchmarks/, beside this script)
 DEVICE_METRICS = ("control", "ds", "consistency", "geometry")
 
 
-def load_config(spec: str, steps: int | None, overrides=()):
-  """`configs/<file>.py[:variant]` as `--config` of main, with config.num_steps optionally set and
-  `overrides` ("field.path=value", the value a Python literal) applied, as main's --config.X flags."""
-  path, _, variant = spec.partition(":")
-  path = pathlib.Path(path)
-  if not (ROOT / path).is_file() and not path.is_file():
-    raise SystemExit(f"--config={spec}: no such file {path} (expected configs/<name>.py[:variant])")
-  module = importlib.import_module(".".join(path.with_suffix("").parts[-2:]))
-  config = module.get_config(variant)
-  if steps is not None:
-    config.num_steps = steps
-  for item in overrides:
-    name, equals, text = item.partition("=")
-    try:
-      if not equals:
-        raise ValueError("expected field.path=value")
-      value = ast.literal_eval(text)
-      *parents, leaf = name.split(".")
-      node = config
-      for part in parents:
-        node = node[part]
-      if leaf not in node:
-        raise KeyError(leaf)
-      node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], float) else value
-    except (ValueError, SyntaxError, KeyError, TypeError) as e:
-      raise SystemExit(f"--set={item}: {e} (expected an existing config field = a Python literal)")
+def check_config(config, spec: str) -> None:
+  """What this script can train: a valid config of one stage on SynthFaces with a fitted prior."""
   try:
     curriculum.validate(config)
   except curriculum.ConfigError as e:
@@ -89,7 +67,6 @@ def load_config(spec: str, steps: int | None, overrides=()):
   if config.dataset.name != "synth_faces" or config.prior != "fit":
     raise SystemExit(f"--config={spec}: needs dataset.name 'synth_faces' and prior 'fit' (got "
                      f"{config.dataset.name!r}, {config.prior!r})")
-  return config
 
 
 def area_resize(images: np.ndarray, resolution: int) -> np.ndarray:
@@ -137,34 +114,41 @@ def samples_row(run: experiment.Run, num: int) -> np.ndarray:
   return np.concatenate(list(sampling.to_uint8(np.asarray(image))), 1)
 
 
-def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="configs/synthface.py:small64")
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--seconds", type=float, default=300.0,
-                      help="training wall-clock budget (rendering, compiles and metrics excluded)")
-  parser.add_argument("--num_steps", type=int, default=None, help="overrides config.num_steps")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                      help="sets a config field, e.g. --set=imitation.landmark_weight=1e5")
-  parser.add_argument("--num_checkpoints", type=int, default=3,
-                      help="model folders + metrics, evenly spaced (at most 4: 8 files come back)")
-  parser.add_argument("--num_images", type=int, default=8192)
-  parser.add_argument("--workers", type=int, default=os.cpu_count())
-  parser.add_argument("--recon", default="synthfaces",
-                      help="reconstruction network of the metrics when config.recon is empty")
-  parser.add_argument("--eval_scale", type=float, default=1.0,
-                      help="multiplies the metrics' image counts (a CPU smoke run: 0.05)")
-  args = parser.parse_args(argv)
-  if not 1 <= args.num_checkpoints <= 4:
-    parser.error(f"--num_checkpoints={args.num_checkpoints}: use 1 to 4")
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", "configs/synthface.py:small64", "Training configuration file, as main's --config; "
+    "fields are set the same way, e.g. --config.imitation.landmark_weight=1e5.", lock_config=True)
+flags.DEFINE_string("out", None, "Output directory (record.json, log.jsonl, model_<step>.tar).")
+flags.DEFINE_float("seconds", 300.0, "Training wall-clock budget (rendering, compiles and metrics "
+                   "excluded).")
+flags.DEFINE_integer("num_checkpoints", 3, "Model folders + metrics, evenly spaced (at most 4: 8 "
+                     "files come back).", lower_bound=1, upper_bound=4)
+flags.DEFINE_integer("num_images", 8192, "SynthFaces training examples rendered in-process.",
+                     lower_bound=1)
+flags.DEFINE_integer("workers", os.cpu_count(), "Render worker processes.", lower_bound=1)
+flags.DEFINE_string("recon", "synthfaces", "Reconstruction network of the metrics when "
+                    "config.recon is empty.")
+flags.DEFINE_float("eval_scale", 1.0, "Multiplies the metrics' image counts (a CPU smoke run: "
+                   "0.05).", lower_bound=0.0)
+flags.mark_flags_as_required(["out"])
+
+ARG_FLAGS = ("out", "seconds", "num_checkpoints", "num_images", "workers", "recon", "eval_scale")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  args = argparse.Namespace(**{name: FLAGS[name].value for name in ARG_FLAGS})
+  config, spec = FLAGS.config, config_flags.get_config_filename(FLAGS["config"])
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", str(out.parent / f".{out.name}_jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  config = load_config(args.config, args.num_steps, args.set)
+  check_config(config, spec)
   cfg = curriculum.step_config(config, 0)
   devices = jax.local_device_count()
-  record = dict(config=args.config, args=vars(args), device=jax.devices()[0].device_kind,
+  record = dict(config=spec, config_values=json.loads(config.to_json()), args=vars(args),
+                device=jax.devices()[0].device_kind,
                 devices=devices, jax=jax.__version__, python=platform.python_version(),
                 date=time.strftime("%Y-%m-%d"), checkpoints=[])
 
@@ -262,8 +246,7 @@ def main(argv=None) -> dict:
       break
   record["total_s"] = round(time.perf_counter() - begin, 1)
   (out / "record.json").write_text(json.dumps(record, indent=1) + "\n")
-  return record
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)  # main's flag parsing: a bad --config.X is one line, not a traceback
