@@ -42,6 +42,7 @@ from anifacegan_jax.types import Batch, Camera  # noqa: E402
 from configs import default  # noqa: E402
 
 # configs/default.py's step settings, its imitation weights on or off; imitation_lm adds L_lm at 1e4.
+CAMERA = default.get_config().camera.to_dict()  # the pose prior of every arm and of control
 OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0)
 ARMS = {"adversarial": OFF, "imitation": {}, "imitation_lm": dict(landmark_weight=1e4)}
 TINY = dict(radiance_hidden=32, manifold_hidden=32, deform_hidden=32, num_samples=16,
@@ -128,7 +129,7 @@ def main():
     metrics = control.control_errors(
         generator, {"params": host.ema_params}, host.prior, recon, recon_variables,
         coefficients.landmark_arrays(face), key=jax.random.key(1234), num=args.eval_num,
-        resolution=args.resolution, chunk_size=args.chunk_size)
+        resolution=args.resolution, chunk_size=args.chunk_size, **CAMERA)
     record["arms"][arm] = dict(control=metrics, train_s=round(seconds, 1),
                                iterations_per_s=round(args.steps / seconds, 2),
                                eval_s=round(time.perf_counter() - start, 1), log=log)

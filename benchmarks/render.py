@@ -46,7 +46,7 @@ def bench(resolution: int, batch: int, chunk: int, repeats: int) -> list[dict]:
   model = AnimatableGenerator()
   variables = init_generator(model, jax.random.key(0))
   latents = _latents(jax.random.key(1), batch)
-  camera = sample_camera(jax.random.key(2), batch)
+  camera = sample_camera(jax.random.key(2), batch, yaw_std=0.3, pitch_std=0.155, clamp=1.3)
   draw = functools.partial(render, model, resolution=resolution, chunk_size=chunk)
   forward = jax.jit(lambda v, l, c: draw(v, l, c).image)
 

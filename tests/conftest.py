@@ -22,6 +22,8 @@ import pytest  # noqa: E402
 import scipy.io  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from configs import default as default_config  # noqa: E402
+
 REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
@@ -71,6 +73,9 @@ def official_keys(reference_dir, title):
   return entries
 
 
+# configs/default.py's camera pose prior, for the functions that take one.
+POSE_PRIOR = default_config.get_config().camera.to_dict()
+
 IMITATION_OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0,
                      landmark_weight=0.0)
 
@@ -78,8 +83,7 @@ IMITATION_OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smoo
 def step_config(**fields):
   """Step settings of configs/default.py with every imitation term off, then `fields`."""
   from anifacegan_jax import curriculum
-  from configs import default
-  return curriculum.step_config(default.get_config(), **{**IMITATION_OFF, **fields})
+  return curriculum.step_config(default_config.get_config(), **{**IMITATION_OFF, **fields})
 
 
 def save_recon_run(workdir, face_model="", random_head=False):

@@ -15,6 +15,7 @@ from anifacegan_jax.models.generator import AnimatableGenerator, init_generator
 from anifacegan_jax.models.priors import GaussianPrior, sample_latents
 from anifacegan_jax.rendering.camera import sample_camera
 from anifacegan_jax.synthfaces import procedural
+from conftest import POSE_PRIOR
 
 
 def test_untrained_network_scores_the_mean_face(tmp_path):
@@ -28,7 +29,8 @@ def test_untrained_network_scores_the_mean_face(tmp_path):
   prior = GaussianPrior.standard()
   key = jax.random.key(2)
   metrics = control.control_errors(generator, variables, prior, model, recon_variables, face,
-                                   key=key, num=4, batch_size=2, resolution=8, chunk_size=64)
+                                   key=key, num=4, batch_size=2, resolution=8, chunk_size=64,
+                                   **POSE_PRIOR)
   assert metrics["num_examples"] == 4
   assert metrics["landmark_mm"] == pytest.approx(metrics["mean_face_landmark_mm"], rel=1e-6)
   # The same latents and cameras, drawn as control_errors draws them.
@@ -36,7 +38,7 @@ def test_untrained_network_scores_the_mean_face(tmp_path):
   for batch_key in jax.random.split(key, 2):
     key_latents, key_camera = jax.random.split(batch_key)
     z_exp.append(sample_latents(prior, key_latents, 2).z_exp)
-    camera = sample_camera(key_camera, 2)
+    camera = sample_camera(key_camera, 2, **POSE_PRIOR)
     angles.append(geometry.camera_to_angles(camera.pitch, camera.yaw))
   z_exp, angles = np.concatenate(z_exp), np.concatenate(angles)
   assert metrics["exp_rmse"] == pytest.approx(math.sqrt(np.mean(z_exp**2)), rel=1e-5)
@@ -45,7 +47,7 @@ def test_untrained_network_scores_the_mean_face(tmp_path):
   assert metrics["landmark_mm"] > 0 and np.isfinite(metrics["landmark_depth_mm"])
   with pytest.raises(ValueError, match="multiple of batch_size"):
     control.control_errors(generator, variables, prior, model, recon_variables, face, key=key,
-                           num=3, batch_size=2)
+                           num=3, batch_size=2, **POSE_PRIOR)
 
 
 def test_target_coefficients_layout():

@@ -7,6 +7,7 @@ import pytest
 from anifacegan_jax.metrics import coefficients as cm
 from anifacegan_jax.metrics import disentanglement as ds
 from anifacegan_jax.models.priors import GaussianPrior
+from conftest import POSE_PRIOR
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def prior():
 
 @pytest.mark.parametrize("factor", ds.VARIED)
 def test_only_the_factor_varies_within_an_anchor(prior, factor):
-  latents, camera = ds.variations(prior, jax.random.key(0), factor, 3, 4)
+  latents, camera = ds.variations(prior, jax.random.key(0), factor, 3, 4, **POSE_PRIOR)
   fields = dict(id=latents.z_id, exp=latents.z_exp, noise=latents.noise, pitch=camera.pitch,
                 yaw=camera.yaw)
   changing = {"id": {"id"}, "exp": {"exp"}, "pose": {"pitch", "yaw"}}[factor]
@@ -78,4 +79,4 @@ def test_constant_predictions_are_rejected():
   with pytest.raises(ValueError, match="do not vary"):
     ds.normalized_variances(preds)
   with pytest.raises(ValueError, match="factor='light'"):
-    ds.variations(None, jax.random.key(0), "light", 2, 2)
+    ds.variations(None, jax.random.key(0), "light", 2, 2, **POSE_PRIOR)

@@ -57,8 +57,8 @@ def landmark_depth_errors(face: MorphableArrays, latents, camera, depth, fov_deg
 def control_errors(generator: AnimatableGenerator, variables: PyTree, prior: Prior,
                    recon: ReconNet, recon_variables: PyTree, face: MorphableArrays, *,
                    key: PRNGKey, num: int = 256, batch_size: int = 16, resolution: int = 64,
-                   chunk_size: int = 4096, yaw_std: float = 0.3, pitch_std: float = 0.155,
-                   clamp: float = 1.3) -> dict[str, float]:
+                   chunk_size: int = 4096, yaw_std: float, pitch_std: float,
+                   clamp: float) -> dict[str, float]:
   """Control metrics of `num` generated images (see the module docstring).
 
   Args:
@@ -70,7 +70,7 @@ def control_errors(generator: AnimatableGenerator, variables: PyTree, prior: Pri
     num: images (a multiple of batch_size).
     batch_size: images drawn per key (and rendered per device call).
     resolution: render size (the network resizes to its input).
-    yaw_std, pitch_std, clamp: the camera prior.
+    yaw_std, pitch_std, clamp: the camera prior (a run's config.camera).
   """
   if num % batch_size:
     raise ValueError(f"num={num} must be a multiple of batch_size={batch_size}")

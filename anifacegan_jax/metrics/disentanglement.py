@@ -27,8 +27,7 @@ VARIED = ("exp", "pose", "id")
 
 
 def variations(prior: Prior, key: PRNGKey, factor: str, num_anchors: int, num_variations: int,
-               *, yaw_std: float = 0.3, pitch_std: float = 0.155,
-               clamp: float = 1.3) -> tuple[Latents, Camera]:
+               *, yaw_std: float, pitch_std: float, clamp: float) -> tuple[Latents, Camera]:
   """Latents and cameras (K·M,), anchor-major, in which only `factor` changes within an anchor."""
   if factor not in VARIED:
     raise ValueError(f"factor={factor!r}; expected one of {VARIED}")

@@ -19,13 +19,14 @@ def sample_camera(
     key: PRNGKey,
     batch: int,
     *,
+    yaw_std: float,
+    pitch_std: float,
+    clamp: float,
     yaw_mean: float = float(HALF_PI),
-    yaw_std: float = 0.3,
     pitch_mean: float = float(HALF_PI),
-    pitch_std: float = 0.155,
-    clamp: float = 1.3,
 ) -> Camera:
-  """Gaussian pose prior of AniFaceGAN's FFHQ curriculum (SPEC §1.1).
+  """Gaussian pose prior of AniFaceGAN's FFHQ curriculum (SPEC §1.1): the spreads are a run's
+  config.camera (configs/default.py: 0.3, 0.155, 1.3).
 
   θ ~ N(yaw_mean, yaw_std²), φ ~ N(pitch_mean, pitch_std²), each clamped to mean ± clamp, and
   φ to [1e-5, π - 1e-5] so the look-at frame never degenerates.
