@@ -69,18 +69,15 @@ def _from_mats(folder: pathlib.Path):
 
 def _from_tfds(spec: str, data_dir: str, split: str, num_train: int, num_test: int,
                manual_dir: str):
-  import ml_collections
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # tf.data only: keep TensorFlow off the accelerators
   from anifacegan_jax.data import datasets, ffhq
   name, config = spec.split(":", 1)
   if name not in datasets.BUILDERS:
     raise ValueError(f"--coefficients={spec}: dataset must be one of {datasets.BUILDERS}")
-  cfg = ml_collections.ConfigDict({"dataset": dict(
-      name=name, config=config, data_dir=data_dir, manual_dir=manual_dir, num_train=num_train,
-      num_test=num_test)})
   try:
-    builder = datasets.make_builder(cfg)
+    builder = datasets.prepared_builder(name, config, data_dir=data_dir, manual_dir=manual_dir,
+                                        num_train=num_train, num_test=num_test)
   except ffhq.DatasetPreparationError as error:
     raise ValueError(f"{error} (fit_prior: pass --manual_dir)") from error
   table = datasets.coefficient_table(builder, split)
