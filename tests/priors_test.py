@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 from anifacegan_jax.models import priors, vae
 from conftest import official_keys, write_ffhq_example
 
@@ -97,7 +97,7 @@ def test_official_checkpoints_round_trip(tmp_path):
 def test_official_checkpoint_errors_name_file_and_key(tmp_path):
   state = vae.vae_to_torch(_random_params(vae.CoefficientVAE(80), 3))
   path = tmp_path / "vae.pth"
-  torch_zip.save(state, path)
+  torch_save.save(state, path)
   with pytest.raises(vae.VAECheckpointError, match=r"vae.pth: encoder.0.0.weight has shape "
                      r"\(512, 80\), expected \(512, 64\)"):
     vae.load_official_vae(path, 64)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from anifacegan_jax import recon_training as rt
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 from anifacegan_jax.face3d import geometry
 from anifacegan_jax.metrics import coefficients as cm
 from anifacegan_jax.models import recon
@@ -130,7 +130,7 @@ def test_official_checkpoint_round_trip(tmp_path, tiny_variables):
 
 
 def _save_state(path, state):
-  torch_zip.save({"net_recon": state, "epoch": 20}, path)
+  torch_save.save({"net_recon": state, "epoch": 20}, path)
 
 
 def test_bad_checkpoints_fail_clearly(tmp_path, tiny_variables):
@@ -150,7 +150,7 @@ def test_bad_checkpoints_fail_clearly(tmp_path, tiny_variables):
   _save_state(tmp_path / "extra.pth", dict(state, **{"backbone.fc.weight": np.zeros(2)}))
   with pytest.raises(CheckpointLayoutError, match=r"unexpected \['backbone\.fc\.weight'\]"):
     recon.load_deep3d_recon(tmp_path / "extra.pth", TINY)
-  torch_zip.save(state, tmp_path / "bare.pth")
+  torch_save.save(state, tmp_path / "bare.pth")
   with pytest.raises(CheckpointLayoutError, match="bare.pth: expected .*'net_recon'"):
     recon.load_deep3d_recon(tmp_path / "bare.pth", TINY)
 

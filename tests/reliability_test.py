@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 from anifacegan_jax.metrics import fid_weights
 
 MAGIC, PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
@@ -48,7 +48,7 @@ def test_legacy_torch_file_runs_no_code(tmp_path, where):
 
 def test_zip_torch_file_runs_no_code(tmp_path):
   marker = tmp_path / "ran"
-  torch_zip.save({"w": np.zeros(2, np.float32)}, tmp_path / "weights.pth")
+  torch_save.save({"w": np.zeros(2, np.float32)}, tmp_path / "weights.pth")
   import zipfile
   with zipfile.ZipFile(tmp_path / "weights.pth") as z:
     records = {n: z.read(n) for n in z.namelist()}
@@ -260,15 +260,15 @@ def _deformation_state_dict():
 
 def test_torch_files_that_do_not_fit_give_one_line(tmp_path):
   state = _deformation_state_dict()
-  torch_zip.save(state, tmp_path / "dif.pth")
+  torch_save.save(state, tmp_path / "dif.pth")
   assert porting.load_deformation(tmp_path / "dif.pth")  # the intact file loads
   data = (tmp_path / "dif.pth").read_bytes()
   (tmp_path / "truncated.pth").write_bytes(data[:len(data) // 2])
   key = next(iter(state))
   state[key] = state[key].copy()
   state[key].flat[0] = np.nan
-  torch_zip.save(state, tmp_path / "nan.pth")
-  torch_zip.save([np.zeros(3, np.float32)], tmp_path / "list.pth")
+  torch_save.save(state, tmp_path / "nan.pth")
+  torch_save.save([np.zeros(3, np.float32)], tmp_path / "list.pth")
   for name, error, message in (("truncated.pth", torch_zip.NotAZipError, "truncated or damaged"),
                                ("nan.pth", torch_zip.TorchZipError, f"{key} holds NaN"),
                                ("list.pth", ValueError, "holds a list; expected a state_dict")):
@@ -328,7 +328,7 @@ def test_fid_weights_with_nan_are_refused(tmp_path):
   state = inception_pth_state_dict(random_inception_variables())
   state["Mixed_5b.branch1x1.bn.running_var"] = np.full_like(
       state["Mixed_5b.branch1x1.bn.running_var"], np.nan)
-  torch_zip.save(state, tmp_path / "pt_inception.pth")
+  torch_save.save(state, tmp_path / "pt_inception.pth")
   with pytest.raises(fid_weights.FidWeightsError,
                      match="Mixed_5b.branch1x1.bn.running_var holds NaN") as error:
     fid_weights.load_fid_inception(tmp_path / "pt_inception.pth")

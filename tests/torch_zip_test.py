@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 
 REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 REFERENCE_DIF = REFERENCE_DIR / "aniface_dif.pth"
@@ -92,7 +92,7 @@ def test_round_trip_of_nested_containers_with_every_dtype(tmp_path):
                   b"\x00\xff"),
          "scalar": np.float32(2.5), "empty": np.zeros((0, 3), np.float32), 3: {"nested": [[]]}}
   path = tmp_path / "ckpt.pth"
-  torch_zip.save(obj, path)
+  torch_save.save(obj, path)
   back = torch_zip.load(path)
 
   assert type(back["state_dict"]) is collections.OrderedDict
@@ -114,7 +114,7 @@ def test_saved_layout_is_torch_s(tmp_path):
   """<stem>/data.pkl (protocol 2, _rebuild_tensor_v2 + storage persistent ids), data/<key>,
   version "3\\n", byteorder "little"; the same array object twice shares one storage."""
   shared = np.ones((2, 3), np.float32)
-  torch_zip.save(collections.OrderedDict(a=shared, b=shared, c=np.zeros(4, np.int64)),
+  torch_save.save(collections.OrderedDict(a=shared, b=shared, c=np.zeros(4, np.int64)),
                  tmp_path / "dif.pth")
   with zipfile.ZipFile(tmp_path / "dif.pth") as archive:
     assert sorted(archive.namelist()) == [
@@ -131,16 +131,16 @@ def test_saved_layout_is_torch_s(tmp_path):
 
 def test_save_is_atomic(tmp_path, monkeypatch):
   path = tmp_path / "model.pth"
-  torch_zip.save({"w": np.ones(3, np.float32)}, path)
+  torch_save.save({"w": np.ones(3, np.float32)}, path)
   original = path.read_bytes()
 
   def interrupted_write(f, folder, records):
     f.write(b"partial zip")
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(torch_zip, "_write_zip", interrupted_write)
+  monkeypatch.setattr(torch_save, "_write_zip", interrupted_write)
   with pytest.raises(KeyboardInterrupt):
-    torch_zip.save({"w": np.zeros(3, np.float32)}, path)
+    torch_save.save({"w": np.zeros(3, np.float32)}, path)
   assert path.read_bytes() == original
   assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]  # no temp file left behind
 
@@ -148,9 +148,9 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 def test_save_rejects_unsupported_values_before_writing(tmp_path):
   path = tmp_path / "bad.pth"
   with pytest.raises(TypeError, match=re.escape(str(path)) + r".*\['x'\].*set"):
-    torch_zip.save({"x": {1, 2}}, path)
+    torch_save.save({"x": {1, 2}}, path)
   with pytest.raises(torch_zip.UnsupportedDtypeError, match=re.escape(str(path)) + ".*uint16"):
-    torch_zip.save({"x": np.zeros(2, np.uint16)}, path)
+    torch_save.save({"x": np.zeros(2, np.uint16)}, path)
   assert not list(tmp_path.iterdir())
 
 

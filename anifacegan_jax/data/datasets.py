@@ -16,9 +16,9 @@ BUILDERS = ("synth_faces", "ffhq_faces")
 
 def make_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The prepared builder named by config.dataset (prepares it if it is not on disk yet)."""
-  data = config.dataset
-  return prepared_builder(data.name, data.config, data_dir=data.data_dir,
-                          manual_dir=data.manual_dir, num_train=int(data.num_train),
+  data = config.dataset  # the recon configs' SynthFaces sections have no manual_dir
+  return prepared_builder(data.name, data.config, data_dir=data.get("data_dir", ""),
+                          manual_dir=data.get("manual_dir", ""), num_train=int(data.num_train),
                           num_test=int(data.num_test))
 
 

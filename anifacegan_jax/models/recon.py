@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 from anifacegan_jax.torch_zip import CheckpointLayoutError
 from anifacegan_jax.types import Array, PRNGKey, PyTree
 
@@ -307,5 +307,5 @@ def load_deep3d_recon(path: str | os.PathLike, model: ReconNet | None = None) ->
 
 def save_deep3d_recon(variables: PyTree, path: str | os.PathLike) -> None:
   """Write `variables` as {'net_recon': state_dict}, the layout of Deep3DFaceRecon's checkpoints."""
-  torch_zip.save({"net_recon": to_state_dict(variables)}, path)
+  torch_save.save({"net_recon": to_state_dict(variables)}, path)
 

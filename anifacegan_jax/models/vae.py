@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from anifacegan_jax import torch_zip
+from anifacegan_jax import torch_save, torch_zip
 from anifacegan_jax.models.layers import Linear, kaiming_leaky_init, uniform
 from anifacegan_jax.types import EXP_DIM, ID_DIM, Array, PRNGKey, PyTree
 
@@ -277,6 +277,6 @@ def save_official_vaes(id_params: Mapping[str, Any], exp_params: Mapping[str, An
   for name, params in (("identity", id_params), ("expression", exp_params)):
     path = pathlib.Path(directory) / name / "vae.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch_zip.save(vae_to_torch(params), path)
+    torch_save.save(vae_to_torch(params), path)
     paths.append(path)
   return paths[0], paths[1]
