@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anifacegan_jax.rendering import camera as camera_lib
-from anifacegan_jax.synthfaces import raster, scene
+from anifacegan_jax.synthfaces import raster, scene, shading
 from anifacegan_jax.types import Camera, Mesh
 
 HALF_PI = np.pi / 2
@@ -208,7 +208,7 @@ def test_sh_shading_with_zero_gamma_is_ambient():
   albedo = rng.random((20, 3))
   normals = rng.normal(size=(20, 3))
   normals /= np.linalg.norm(normals, axis=1, keepdims=True)
-  shaded = raster.shade_vertices(albedo, normals, np.zeros(27))
+  shaded = shading.shade_vertices(albedo, normals, np.zeros(27))
   np.testing.assert_allclose(shaded, albedo * 0.8 * np.pi / np.sqrt(4 * np.pi), rtol=1e-6)
 
 
@@ -216,13 +216,13 @@ def test_sh_shading_first_order_term_follows_the_normal():
   gamma = np.zeros(27)
   gamma[[2, 11, 20]] = 0.3  # Y_2 ∝ +n_z: a light from +z (in front of the face)
   normals = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
-  shaded = raster.shade_vertices(np.ones((2, 3)), normals, gamma)
+  shaded = shading.shade_vertices(np.ones((2, 3)), normals, gamma)
   assert np.all(shaded[0] > shaded[1])
 
 
 def test_vertex_normals_of_a_sphere_are_radial():
   vertices, triangles = _icosphere(2)
-  normals = raster.vertex_normals(vertices, triangles)
+  normals = shading.vertex_normals(vertices, triangles)
   np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, rtol=1e-6)
   cosine = np.sum(normals * vertices, axis=1) / np.linalg.norm(vertices, axis=1)
   assert cosine.min() > 0.999  # outward (counter-clockwise faces), radial up to tessellation

@@ -1,6 +1,6 @@
 """A vectorised numpy z-buffer rasteriser with the generator's camera (renders SynthFaces).
 
-Host-side only (numpy, no jax): the dataset builder renders tens of thousands of small images on
+Host-side only (numpy, no device call): the dataset builder renders tens of thousands of small images on
 the CPU. The camera is exactly `rendering/camera.py`'s (SPEC §1), re-derived in numpy so that no
 device call sits in the loop: centre o on the sphere of radius r, look-at rotation with columns
 (−left, up, −forward), pixel centres at NDC x = linspace(−1, 1, R) left→right and
@@ -325,50 +325,7 @@ def rasterize(vertices_world: np.ndarray, triangles: np.ndarray, pitch: float, y
                    depth.reshape(size, size))
 
 
-# ------------------------------------------------------------------------------- shading, render
-
-
-def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-  """(N, 3) float32 area-weighted unit vertex normals (outward for counter-clockwise triangles)."""
-  v = np.asarray(vertices, np.float64)
-  t = np.asarray(triangles, np.int64)
-  face = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])  # |face| = 2·area
-  normals = np.zeros_like(v)
-  for k in range(3):
-    np.add.at(normals, t[:, k], face)
-  norm = np.linalg.norm(normals, axis=1, keepdims=True)
-  return (normals / np.where(norm > 0, norm, 1.0)).astype(np.float32)
-
-
-def sh_basis(normals: np.ndarray) -> np.ndarray:
-  """(N, 9) Deep3DFaceRecon's scaled real SH basis Y of unit normals (N, 3)."""
-  a0, a1, a2 = np.pi, 2 * np.pi / np.sqrt(3.0), 2 * np.pi / np.sqrt(8.0)
-  c0, c1 = 1 / np.sqrt(4 * np.pi), np.sqrt(3.0) / np.sqrt(4 * np.pi)
-  c2 = 3 * np.sqrt(5.0) / np.sqrt(12 * np.pi)
-  nx, ny, nz = np.moveaxis(np.asarray(normals, np.float64), -1, 0)
-  return np.stack([
-      np.full_like(nx, a0 * c0), -a1 * c1 * ny, a1 * c1 * nz, -a1 * c1 * nx, a2 * c2 * nx * ny,
-      -a2 * c2 * ny * nz, 0.5 * a2 * c2 / np.sqrt(3.0) * (3 * nz**2 - 1), -a2 * c2 * nx * nz,
-      0.5 * a2 * c2 * (nx**2 - ny**2)], axis=-1)
-
-
-def shade_vertices(albedo: np.ndarray, normals: np.ndarray, gamma: np.ndarray) -> np.ndarray:
-  """Deep3DFaceRecon's SH lighting (`compute_color`): albedo ⊙ (Y(n) @ (gamma + 0.8·e_DC)ᵀ).
-
-  Args:
-    albedo: (N, 3) in [0, 1].
-    normals: (N, 3) unit normals in the lighting frame. For SynthFaces this is the face's model
-      frame: Deep3DFaceRecon lights the posed face in camera space, but GRAM moves the camera
-      instead of the face, so lighting in the model frame ties the light to the head (it turns
-      with the head).
-    gamma: (27,) SH coefficients, reshaped (3 colours, 9); 0.8 is added to each DC term.
-
-  Returns:
-    (N, 3) float32 shaded colours (not clipped).
-  """
-  gamma = np.asarray(gamma, np.float64).reshape(3, 9).copy()
-  gamma[:, 0] += 0.8
-  return (np.asarray(albedo, np.float64) * (sh_basis(normals) @ gamma.T)).astype(np.float32)
+# ---------------------------------------------------------------------------------------- render
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from anifacegan_jax.synthfaces.raster import shade_vertices, vertex_normals
+from anifacegan_jax.synthfaces.shading import shade_vertices, vertex_normals
 from anifacegan_jax.types import Mesh
 
 PITCH_OFFSET = 0.1  # rad; model_to_world tilts the face by Rx(0.1) (geometry.model_to_world)
@@ -311,7 +311,7 @@ def shade(meshes: list[Mesh], gamma: np.ndarray, pitch_offset: float = PITCH_OFF
   """Light albedo meshes with Deep3DFaceRecon SH `gamma` (27,) in the face's model frame.
 
   World normals are rotated back by Rx(pitch_offset)ᵀ into the model frame, so the light is fixed to
-  the head (see `raster.shade_vertices`). Returns meshes with colours clipped to [0, 1].
+  the head (see `shading.shade_vertices`). Returns meshes with colours clipped to [0, 1].
   """
   c, s = np.cos(pitch_offset), np.sin(pitch_offset)
   rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
