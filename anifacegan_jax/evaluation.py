@@ -279,13 +279,13 @@ def disentanglement(run: Run, settings: Settings, resolution: int,
   """DS of expression and pose (`metrics.disentanglement`)."""
   from anifacegan_jax.metrics import disentanglement as ds
 
-  cam = run.config.camera
+  cam, read = run.config.camera, _read_views(reader)
   key, preds = jax.random.key(settings.seed + 2), {}
   for i, factor in enumerate(("exp", "pose")):
     latents, camera = ds.variations(run.prior, jax.random.fold_in(key, i), factor,
                                     settings.ds_anchors, settings.ds_variations,
                                     yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
-    coefficients = _gathered(run, latents, camera, _read_views(reader), resolution=resolution,
+    coefficients = _gathered(run, latents, camera, read, resolution=resolution,
                              batch_size=settings.batch_size)["coefficients"]
     preds[factor] = coefficients.reshape(settings.ds_anchors, settings.ds_variations, -1)
   sigma = ds.normalized_variances(preds)
@@ -302,10 +302,10 @@ def consistency(run: Run, settings: Settings, resolution: int,
 
   num = settings.consistency_num
   latents = sample_latents(run.prior, jax.random.key(settings.seed + 3), num)
-  views = []
+  views, read = [], _read_views(reader)
   for yaw in settings.consistency_yaws:
     camera = Camera(pitch=jnp.full((num,), jnp.pi / 2), yaw=jnp.full((num,), jnp.pi / 2 + yaw))
-    view = _gathered(run, latents, camera, _read_views(reader), resolution=resolution,
+    view = _gathered(run, latents, camera, read, resolution=resolution,
                      batch_size=settings.batch_size)
     views.append((camera, view["image"], view["depth"], view.get("coefficients")))
   (cam_a, image_a, depth_a, pred_a), (cam_b, image_b, depth_b, pred_b) = views

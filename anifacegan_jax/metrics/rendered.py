@@ -10,6 +10,7 @@ for image i depends only on image i: neither the batch size nor the number of de
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator
 
 import jax
@@ -34,6 +35,17 @@ def image_01(image: Array) -> Array:
   return (jnp.clip(image, -1.0, 1.0) + 1.0) / 2.0
 
 
+@functools.lru_cache(maxsize=8)
+def _pmapped(generator: AnimatableGenerator, read: Read, resolution: int, chunk_size: int):
+  """The pmapped render + `read` of one call, compiled once per (generator, read, sizes): a
+  metric that renders several sets with the same `read` (DS, consistency) compiles once."""
+  def one(variables, latents, camera):
+    out = render_protocol(generator, variables, latents, camera, resolution=resolution,
+                          chunk_size=chunk_size)
+    return read(out, latents, camera)
+  return jax.pmap(one, in_axes=(None, 0, 0))
+
+
 def in_batches(generator: AnimatableGenerator, variables: PyTree, latents: Latents,
                camera: Camera, read: Read, *, resolution: int, chunk_size: int,
                batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -55,12 +67,7 @@ def in_batches(generator: AnimatableGenerator, variables: PyTree, latents: Laten
   per_device = max(1, min(int(batch_size), -(-num // devices)))
   per_call = per_device * devices
 
-  def one(variables, latents, camera):
-    out = render_protocol(generator, variables, latents, camera, resolution=resolution,
-                          chunk_size=chunk_size)
-    return read(out, latents, camera)
-
-  step = jax.pmap(one, in_axes=(None, 0, 0))
+  step = _pmapped(generator, read, resolution, chunk_size)
   for start in range(0, num, per_call):
     count = min(per_call, num - start)
     index = np.arange(start, start + per_call) % num  # pad the last call with repeats
