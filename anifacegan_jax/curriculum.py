@@ -65,6 +65,14 @@ def validate_imitation(config: ml_collections.ConfigDict) -> None:
     if not imitation[field] >= 0:  # also rejects NaN
       raise ConfigError(f"config.imitation.{field} must be >= 0 (0 switches the term off), got "
                         f"{imitation[field]}")
+  warmup = imitation.get("deform_warmup_steps", 0)
+  if not (isinstance(warmup, int) and warmup >= 0):
+    raise ConfigError(f"config.imitation.deform_warmup_steps must be an integer >= 0 (0: no "
+                      f"deformation warm-up), got {warmup!r}")
+  if warmup > 0 and not imitation.deform_weight > 0:
+    raise ConfigError("config.imitation.deform_warmup_steps > 0 fits the deformation network to "
+                      "L_3DMM, which is off (config.imitation.deform_weight = 0): set the weight "
+                      "or the steps to 0")
   if imitation.landmark_dims not in (2, 3):
     raise ConfigError(f"config.imitation.landmark_dims must be 3 (3D landmarks, the paper) or 2 "
                       f"(the 2D-landmark ablation), got {imitation.landmark_dims}")

@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from anifacegan_jax import checkpointing, cli, curriculum
+from anifacegan_jax import checkpointing, cli, curriculum, warmup
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
 from anifacegan_jax.experiment import (PRIOR_FILE, build_models, build_optimizers,  # noqa: F401
@@ -170,6 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = create_or_restore(config, workdir, generator, discriminator, g_tx, d_tx,
                             functools.partial(build_prior, config, builder), step)
   start = int(state.step)
+  if start == 0 and config.imitation.deform_warmup_steps > 0:  # a fresh run: the field first
+    state = _warm_up(config, generator, state, writer)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints,
                                          config.async_checkpoints)
   snapshot = make_snapshot_fn(generator, config, state)
@@ -249,6 +251,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager.wait_until_finished()
   writer.flush()
   return jax.device_get(flax.jax_utils.unreplicate(replicated))
+
+
+def _warm_up(config, generator, state: ts.GanState, writer) -> ts.GanState:
+  """The deformation warm-up (`warmup.warm_up_from_config`), its curve in the log at step 0."""
+  tick = time.perf_counter()
+
+  def log(entry):
+    logging.info("deformation warm-up step %d: %s", entry["step"],
+                 ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
+  state, curve = warmup.warm_up_from_config(config, generator, state, load_face_model(config), log)
+  writer.write_scalars(0, {f"warmup/{k}": v for k, v in curve[-1].items() if k != "step"})
+  logging.info("deformation warm-up: %d steps in %.1f s, L_3DMM ratio %.3f",
+               curve[-1]["step"], time.perf_counter() - tick, curve[-1]["ratio"])
+  return state
 
 
 def _stop_now(stop: cli.SignalStop, step: int, config) -> bool:

@@ -159,10 +159,16 @@ def make_optimizers(g_lr: float = 2e-5, deform_lr: float = 2e-5, d_lr: float = 2
       optax.clip_by_global_norm(clip_norm),
       optax.multi_transform({"manifold": adam(manifold_lr), "rest": adam(g_lr)},
                             lambda p: {k: "manifold" if k == "manifold" else "rest" for k in p}))
-  deformation = optax.chain(optax.clip_by_global_norm(clip_norm), adam(deform_lr))
+  deformation = deformation_optimizer(deform_lr, clip_norm, b1, b2)
   labels = lambda params: {k: "deformation" if k == "deformation" else "template" for k in params}
   g_tx = optax.multi_transform({"template": template, "deformation": deformation}, labels)
   return g_tx, optax.chain(optax.clip_by_global_norm(clip_norm), adam(d_lr))
+
+
+def deformation_optimizer(deform_lr: float, clip_norm: float, b1: float,
+                          b2: float) -> optax.GradientTransformation:
+  """The deformation network's optimizer: Adam(β = (b1, b2)) after its own global-norm clip."""
+  return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(deform_lr, b1=b1, b2=b2))
 
 
 def create_state(key: PRNGKey, generator: AnimatableGenerator, discriminator: Discriminator,

@@ -27,6 +27,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -67,6 +68,44 @@ def mean_terms(run, face, cfg, params, num: int, seed: int, batch: int = 16) -> 
   out["zero_field_imitation"] = zero_total / count
   out["ratio"] = out["deform_imitation"] / out["zero_field_imitation"]
   return out
+
+
+def field_gains(run, face, params, num: int = 64, seed: int = 0) -> dict:
+  """How strongly the field shows each expression coefficient, on `num` prior samples.
+
+  The field's Δ at the vertices of each target mesh S(z_id, z_exp) is read as expression
+  coefficients ĉ (least squares on the 3DMM's expression offsets, −B_exp ĉ in world units, as
+  Eq. 8's reference); per coefficient the slope of ĉ_k on z_exp_k over the samples is its gain
+  (1: reproduced, 0: ignored). In the prior's own range, unlike a single coefficient at an
+  arbitrary value. Returns {'gain': pooled slope, 'correlation': pooled, 'columns': {k: gain}}
+  over the columns the prior moves.
+  """
+  from anifacegan_jax.face3d import geometry
+  from anifacegan_jax.models.generator import AnimatableGenerator
+  latents = sample_latents(run.prior, jax.random.key(seed), num)
+  z_exp = np.asarray(latents.z_exp)
+  spread = z_exp.std(0)
+  used = np.flatnonzero(spread > 0.01 * spread.max())
+
+  @jax.jit
+  def read(params, latents):
+    codes = run.generator.apply({"params": params}, latents, method=AnimatableGenerator.codes)
+    vertices = geometry.model_to_world(jax.vmap(lambda i, e: geometry.face_vertices(face, i, e))(
+        latents.z_id, latents.z_exp))
+    delta = jax.vmap(lambda x, c: run.generator.apply(
+        {"params": params}, x, c, method=AnimatableGenerator.deform))(vertices, codes)
+    unit = jnp.eye(64)[used]
+    basis = -geometry.model_to_world(jax.vmap(lambda e: geometry.expression_offsets(face, e))(unit))
+    a = basis.reshape(len(used), -1).T  # (3V, K)
+    return jnp.linalg.lstsq(a, delta.reshape(delta.shape[0], -1).T)[0].T  # (num, K)
+
+  coefficients = np.asarray(read(params, latents))
+  x = z_exp[:, used] - z_exp[:, used].mean(0)
+  y = coefficients - coefficients.mean(0)
+  columns = (x * y).sum(0) / (x * x).sum(0)
+  return dict(gain=float((x * y).sum() / (x * x).sum()),
+              correlation=float(np.corrcoef(x.ravel(), y.ravel())[0, 1]),
+              columns={int(k): float(g) for k, g in zip(used, columns)})
 
 
 def _own_width(run) -> int:
@@ -134,6 +173,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--geometry_num", type=int, default=32)
   parser.add_argument("--recon", default="", help="network of `control` ('' = the config's, "
                       "else the shipped 'synthfaces')")
+  parser.add_argument("--skip_metrics", action="store_true",
+                      help="the field's ratios only (no control / geometry renders)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", required=True, help="JSON record")
   args = parser.parse_args(argv)
@@ -154,13 +195,14 @@ def main(argv=None) -> dict:
                 jax=jax.__version__, device=jax.devices()[0].device_kind,
                 python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
   record["own_field"] = mean_terms(run, face, cfg, run.ema_params, args.num_eval, args.seed + 1)
+  record["own_field"]["gains"] = field_gains(run, face, run.ema_params)
   print(json.dumps(dict(own_field=record["own_field"])), flush=True)
   settings = evaluation.Settings(metrics=("control", "geometry"), control_num=args.control_num,
                                  geometry_num=args.geometry_num, seed=args.seed,
                                  recon=config.recon or args.recon or "synthfaces")
   with tempfile.TemporaryDirectory() as tmp:
     tick = time.perf_counter()
-    record["own_metrics"] = evaluation.evaluate(run, tmp, settings)
+    record["own_metrics"] = {} if args.skip_metrics else evaluation.evaluate(run, tmp, settings)
     record["eval_s"] = round(time.perf_counter() - tick, 1)
     print(json.dumps(dict(own_metrics=record["own_metrics"])), flush=True)
     if args.steps:
@@ -174,9 +216,11 @@ def main(argv=None) -> dict:
                                             args.b1)
       record["refit_s"] = round(time.perf_counter() - tick, 1)
       record["refit_field"] = mean_terms(run, face, cfg, params, args.num_eval, args.seed + 1)
+      record["refit_field"]["gains"] = field_gains(run, face, params)
       print(json.dumps(dict(refit_field=record["refit_field"])), flush=True)
       refitted = dataclasses.replace(run, ema_params=params)
-      record["refit_metrics"] = evaluation.evaluate(refitted, tmp, settings)
+      record["refit_metrics"] = ({} if args.skip_metrics
+                                 else evaluation.evaluate(refitted, tmp, settings))
       print(json.dumps(dict(refit_metrics=record["refit_metrics"])), flush=True)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,8 @@ from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from anifacegan_jax import cli, curriculum, evaluation, experiment, pretrained, sampling  # noqa: E402
+from anifacegan_jax import (cli, curriculum, evaluation, experiment, pretrained,  # noqa: E402
+                            sampling, warmup)
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import GaussianPrior  # noqa: E402
 from anifacegan_jax.synthfaces import synthetic  # noqa: E402
@@ -163,6 +164,12 @@ def main(argv) -> None:
   recon = None
   teachers = ts.Teachers(face=None, recon=None)
   face = experiment.load_face_model(config) if cfg.uses_face_model else None
+  if config.imitation.deform_warmup_steps > 0:
+    tick = time.perf_counter()
+    state, record["warmup"] = warmup.warm_up_from_config(
+        config, generator, state, face, lambda entry: print(json.dumps(dict(warmup=entry)),
+                                                            flush=True))
+    record["warmup_s"] = round(time.perf_counter() - tick, 1)
   if face is not None:
     teachers = ts.Teachers(face=replicate(face), recon=None)
   if cfg.uses_recon:
@@ -232,6 +239,9 @@ def main(argv) -> None:
         field = deformation_fit.mean_terms(run, face, field_cfg, host.ema_params,
                                            max(16, int(128 * args.eval_scale)), config.seed + 1)
         metrics["deformation/ratio"] = field["ratio"]
+        gains = deformation_fit.field_gains(run, face, host.ema_params)  # per coefficient
+        metrics["deformation/gain"] = gains["gain"]
+        metrics.update({f"deformation/gain/{k}": v for k, v in gains["columns"].items()})
       rows.append(samples_row(run, int(config.num_snapshot)))
       Image.fromarray(np.concatenate(rows, 0)).save(out / "samples.png")  # a row per checkpoint
       tar = write_model(out, config, host, step)

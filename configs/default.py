@@ -89,6 +89,11 @@ def get_config() -> ml_collections.ConfigDict:
   #                                                L_lm) train the deformation network (paper);
   #                                                False: only Eq. 8-11 do (BENCHMARKS.md "The 64²
   #                                                run": the field then follows the 3DMM)
+  config.imitation.deform_warmup_steps = 0  # before a fresh run's first iteration, this many
+  #                                           Adam steps of the deformation network alone on
+  #                                           Eq. 8-11 (optim.deform_lr; stage 0's per-device
+  #                                           batch): the template then trains through a field
+  #                                           that already follows the 3DMM (0: none, the paper)
   config.face_model = ""  # 3DMM file (.mat BFM_model_front or .npz); '' = the procedural model
   config.recon = ""  # face-reconstruction network of L_lm: a `train_recon` workdir (Orbax) or
   #                    Deep3DFaceRecon's epoch_20.pth (ResNet-50, 224², BFM coefficients)

@@ -83,3 +83,25 @@ def test_landmark_depth_reads_the_depth_map_at_the_projected_landmarks(tmp_path)
     read = (0.95 + 0.001 * row + 0.002 * col) if b == 0 else (1.0 - 0.0005 * col)
     true = np.linalg.norm(points - np.array([0.0, 0.0, 1.0]), axis=-1)
     assert float(errors[b]) == pytest.approx(1000 * np.mean(np.abs(read - true)), rel=1e-4)
+
+
+def test_expression_gain_summary_separates_bias_from_following():
+  # benchmarks/expression_gain.py: a reading biased by the generator's look, and one that shows
+  # half of each expression.
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "expression_gain.py"
+  spec = importlib.util.spec_from_file_location("expression_gain", path)
+  gain = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(gain)
+  rng = np.random.default_rng(0)
+  z = np.zeros((200, 64))
+  z[:, :4] = rng.uniform(0, 1, (200, 4))
+  z[:, 10:] = 1e-4 * rng.standard_normal((200, 54))  # a fitted prior's jitter: not a used column
+  bias = rng.normal(0, 0.3, (1, 64))
+  out = gain.summary(bias + 0.5 * z, bias + 0 * z, z)
+  assert out["gain"] == pytest.approx(0.5, abs=1e-3) and out["correlation"] > 0.99
+  assert len(out["column_gain"]) == 4
+  assert out["exp_rmse"] > out["zero_rmse"] > out["change_rmse"]
+  ignored = gain.summary(bias + 0 * z, bias + 0 * z, z)
+  assert ignored["gain"] == 0.0 and ignored["change_rmse"] == pytest.approx(ignored["zero_rmse"])

@@ -85,6 +85,17 @@ def test_landmark_loss_settings_are_validated(config):
     curriculum.validate_imitation(config)
 
 
+def test_deformation_warmup_settings_are_validated(config):
+  config.imitation.deform_warmup_steps = -1
+  with pytest.raises(curriculum.ConfigError, match="deform_warmup_steps must be an integer >= 0"):
+    curriculum.validate_imitation(config)
+  config.imitation.deform_warmup_steps = 100
+  curriculum.validate_imitation(config)
+  config.imitation.deform_weight = 0.0
+  with pytest.raises(curriculum.ConfigError, match="L_3DMM, which is off"):
+    curriculum.validate_imitation(config)
+
+
 def test_recon_network_loads_from_a_workdir_or_fails_clearly(tmp_path, config):
   model, state = save_recon_run(tmp_path / "recon")
   config.recon = str(tmp_path / "recon")
@@ -157,7 +168,8 @@ def test_tiny_run_with_imitation_keeps_its_manifolds(tmp_path):
   # Regression test of the collapse in BENCHMARKS ("Keeping the radiance manifolds"): the tiny
   # config with its imitation losses on, on one CPU device with the generator's learning rates
   # × 10 (where depth with gradient lost every crossing by step 150), trains with the collapse
-  # guard set to stop; the run must finish with its crossings and opacity up.
+  # guard set to stop; the run must finish with its crossings and opacity up. It starts with the
+  # deformation warm-up (config.imitation.deform_warmup_steps).
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device: 2 images a step
   result = subprocess.run(
       [sys.executable, "-m", "anifacegan_jax.main", "--config=configs/synthface.py:tiny",
@@ -166,12 +178,16 @@ def test_tiny_run_with_imitation_keeps_its_manifolds(tmp_path):
        "--config.checkpoint_every=120", "--config.snapshot_every=1000",
        "--config.optim.g_lr=2e-4", "--config.optim.deform_lr=2e-4",
        "--config.optim.manifold_lr=2e-4", f"--config.collapse_crossings={KEEP_CROSSINGS}",
-       "--config.stop_on_collapse=True"],
+       "--config.stop_on_collapse=True", "--config.imitation.deform_warmup_steps=40"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   crossings, foreground = _logged(tmp_path, "crossings"), _logged(tmp_path, "foreground")
   assert len(crossings) == 6 and min(crossings) > KEEP_CROSSINGS, crossings
   assert min(foreground[1:]) > 0.3, foreground  # the face becomes more opaque, not less
+  # the fresh run fitted its deformation field first, logged once at step 0 (whether 40 steps at
+  # this learning rate help is tests/warmup_test.py's question, not this one's)
+  ratio = _logged(tmp_path, "warmup/ratio")
+  assert len(ratio) == 1 and np.isfinite(ratio[0]) and ratio[0] > 0, ratio
 
 
 def test_checkpoint_of_another_state_layout_fails_clearly(tmp_path, config):
