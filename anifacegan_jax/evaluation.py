@@ -138,8 +138,9 @@ def _rendered(run: Run, latents, camera, read, *, resolution: int, batch_size: i
                              batch_size=batch_size)
 
 
-def _gathered(run: Run, latents, camera, read, *, resolution: int, batch_size: int):
-  """`metrics.rendered.gather` of the run's EMA generator: {name: (N, ...)}."""
+def gather_run(run: Run, latents, camera, read, *, resolution: int, batch_size: int):
+  """`metrics.rendered.gather` of the run's EMA generator (evaluation protocol: view locked) over
+  (N,) latents and cameras, reduced per batch by `read`: {name: (N, ...)}."""
   return rendered.gather(run.generator, {"params": run.ema_params}, latents, camera, read,
                          resolution=resolution, chunk_size=int(run.config.chunk_size),
                          batch_size=batch_size)
@@ -285,8 +286,8 @@ def disentanglement(run: Run, settings: Settings, resolution: int,
     latents, camera = ds.variations(run.prior, jax.random.fold_in(key, i), factor,
                                     settings.ds_anchors, settings.ds_variations,
                                     yaw_std=cam.yaw_std, pitch_std=cam.pitch_std, clamp=cam.clamp)
-    coefficients = _gathered(run, latents, camera, read, resolution=resolution,
-                             batch_size=settings.batch_size)["coefficients"]
+    coefficients = gather_run(run, latents, camera, read, resolution=resolution,
+                              batch_size=settings.batch_size)["coefficients"]
     preds[factor] = coefficients.reshape(settings.ds_anchors, settings.ds_variations, -1)
   sigma = ds.normalized_variances(preds)
   results = {f"ds/{f}": v for f, v in ds.scores(sigma).items()}
@@ -305,8 +306,8 @@ def consistency(run: Run, settings: Settings, resolution: int,
   views, read = [], _read_views(reader)
   for yaw in settings.consistency_yaws:
     camera = Camera(pitch=jnp.full((num,), jnp.pi / 2), yaw=jnp.full((num,), jnp.pi / 2 + yaw))
-    view = _gathered(run, latents, camera, read, resolution=resolution,
-                     batch_size=settings.batch_size)
+    view = gather_run(run, latents, camera, read, resolution=resolution,
+                      batch_size=settings.batch_size)
     views.append((camera, view["image"], view["depth"], view.get("coefficients")))
   (cam_a, image_a, depth_a, pred_a), (cam_b, image_b, depth_b, pred_b) = views
   geometry = dict(fov_degrees=run.generator.fov_degrees, radius=run.generator.camera_radius)
@@ -333,8 +334,8 @@ def geometry(run: Run, settings: Settings, resolution: int) -> dict[str, float]:
     crossings, foreground = manifold_health(out)
     return {"crossings": crossings, "foreground": foreground}
 
-  values = _gathered(run, latents, camera, health, resolution=resolution,
-                     batch_size=settings.batch_size)
+  values = gather_run(run, latents, camera, health, resolution=resolution,
+                      batch_size=settings.batch_size)
   return {"geometry/crossings": float(np.mean(values["crossings"])),
           "geometry/foreground": float(np.mean(values["foreground"]))}
 

@@ -53,8 +53,8 @@ def train(config, workdir: str, step: int | None = None) -> None:
   accelerators before the training loop is imported."""
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
-  from anifacegan_jax import train as training_loop
-  training_loop.train_and_evaluate(config, workdir, step=step)
+  from anifacegan_jax import training
+  training.train_and_evaluate(config, workdir, step=step)
 
 
 if __name__ == "__main__":

@@ -120,8 +120,8 @@ def write_figure(args, config, num: int = 8, scale: int = 4) -> None:
                                                              batch_size=1)))
     rows.append(images)
     latents, camera = evaluation.protocol_latents(run, num)
-    depth = evaluation._gathered(run, latents, camera, lambda out, *_: {"depth": out.depth},
-                                 resolution=resolution, batch_size=num)["depth"]
+    depth = evaluation.gather_run(run, latents, camera, lambda out, *_: {"depth": out.depth},
+                                  resolution=resolution, batch_size=num)["depth"]
     near, far = run.generator.near, run.generator.far
     gray = np.clip((far - depth) / (far - near), 0, 1)
     rows.append(np.repeat(sampling.to_uint8(gray * 2 - 1)[..., None], 3, axis=-1))

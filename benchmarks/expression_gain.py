@@ -71,11 +71,11 @@ def generator_pairs(run, reader, num: int, seed: int, resolution: int, batch: in
     return {"exp": reader.net.apply(reader.variables, rendered.image_01(out.image),
                                     train=False)[:, cm.EXP]}
 
-  kwargs = dict(resolution=resolution, chunk_size=int(run.config.chunk_size), batch_size=batch)
-  variables = {"params": run.ema_params}
-  with_exp = rendered.gather(run.generator, variables, latents, camera, read, **kwargs)["exp"]
+  with_exp = evaluation.gather_run(run, latents, camera, read, resolution=resolution,
+                                   batch_size=batch)["exp"]
   neutral = dataclasses.replace(latents, z_exp=jnp.zeros_like(latents.z_exp))
-  without = rendered.gather(run.generator, variables, neutral, camera, read, **kwargs)["exp"]
+  without = evaluation.gather_run(run, neutral, camera, read, resolution=resolution,
+                                  batch_size=batch)["exp"]
   return summary(with_exp, without, np.asarray(latents.z_exp))
 
 

@@ -1,7 +1,7 @@
 """The package's layering, read from the code's own imports (docs/architecture.md).
 
 Every `import` / `from ... import` is counted, those inside functions too. A node is a top-level
-module (`train`, `experiment`, ...) or a subpackage (`models`, `face3d`, ...); a `__main__.py` is a
+module (`training`, `experiment`, ...) or a subpackage (`models`, `face3d`, ...); a `__main__.py` is a
 command of its own, above its package.
 """
 
@@ -64,16 +64,27 @@ def _graph() -> dict[str, set[str]]:
 def test_only_the_training_command_imports_the_training_loop():
   importers = []
   for path in sorted(list(PACKAGE.rglob("*.py")) + list((ROOT / "benchmarks").glob("*.py"))):
-    if path.name == "train.py" and path.parent == PACKAGE:
+    if path.name == "training.py" and path.parent == PACKAGE:
       continue
-    if "anifacegan_jax.train" in _imports(path):
+    if "anifacegan_jax.training" in _imports(path):
       importers.append(str(path.relative_to(ROOT)))
   assert importers == ["anifacegan_jax/main.py"]
 
 
+def test_commands_are_verbs_and_their_libraries_nouns():
+  # main/training, sample/sampling, evaluate/evaluation, train_recon/recon_training: a module with
+  # a command line (absl flags) is named for what the user asks; the code it runs, for the work.
+  commands = {p.stem for p in PACKAGE.glob("*.py") if '__name__ == "__main__"' in p.read_text()}
+  assert {"main", "sample", "evaluate", "train_recon"} <= commands
+  for library in ("training", "sampling", "evaluation", "recon_training"):
+    assert (PACKAGE / f"{library}.py").exists(), library
+    assert library not in commands, library
+  assert not (PACKAGE / "train.py").exists()
+
+
 def test_the_layers_form_no_import_cycle():
   graph = _graph()
-  assert {"models", "face3d", "synthfaces", "metrics", "data", "rendering", "train"} <= set(graph)
+  assert {"models", "face3d", "synthfaces", "metrics", "data", "rendering", "training"} <= set(graph)
   state: dict[str, int] = {}  # 1: on the current path, 2: done
   path: list[str] = []
 

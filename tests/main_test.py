@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anifacegan_jax import animation, experiment, export, sampling, train
+from anifacegan_jax import animation, experiment, export, sampling, training
 from configs import synthface
 
 from conftest import save_recon_run
@@ -43,15 +43,15 @@ def _assert_same_state(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp("straight")
-  state = train.train_and_evaluate(_config(data_dir, 5), str(workdir))
+  state = training.train_and_evaluate(_config(data_dir, 5), str(workdir))
   return workdir, state
 
 
 def test_stopped_run_resumes_with_identical_results(tmp_path, data_dir, uninterrupted):
   _, reference = uninterrupted
-  first = train.train_and_evaluate(_config(data_dir, 3), str(tmp_path))
+  first = training.train_and_evaluate(_config(data_dir, 3), str(tmp_path))
   assert int(first.step) == 3
-  resumed = train.train_and_evaluate(_config(data_dir, 5), str(tmp_path))
+  resumed = training.train_and_evaluate(_config(data_dir, 5), str(tmp_path))
   assert int(resumed.step) == 5
   _assert_same_state(resumed, reference)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())[-1] == "5"
@@ -66,8 +66,8 @@ def test_resume_from_an_older_step_sets_newer_checkpoints_aside(tmp_path, data_d
   saved = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
   assert saved[-1] == 5 and 3 in saved
   with pytest.raises(FileNotFoundError, match="--step=1: no such checkpoint"):
-    train.train_and_evaluate(_config(data_dir, 5), str(tmp_path / "run"), step=1)
-  resumed = train.train_and_evaluate(_config(data_dir, 5), str(tmp_path / "run"), step=3)
+    training.train_and_evaluate(_config(data_dir, 5), str(tmp_path / "run"), step=1)
+  resumed = training.train_and_evaluate(_config(data_dir, 5), str(tmp_path / "run"), step=3)
   _assert_same_state(resumed, reference)  # steps 4 and 5 again, bit for bit
   aside = tmp_path / "run" / "checkpoints_after_3_0"
   assert sorted(p.name for p in aside.iterdir()) == [str(s) for s in saved if s > 3]
@@ -89,7 +89,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, data_dir, uninter
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
-  resumed = train.train_and_evaluate(_config(data_dir, 5), str(tmp_path))
+  resumed = training.train_and_evaluate(_config(data_dir, 5), str(tmp_path))
   assert int(resumed.step) == 5
   _assert_same_state(resumed, reference)
 
@@ -258,17 +258,17 @@ def test_training_stops_after_consecutive_nonfinite_steps_with_the_last_good_sta
   config = _config(data_dir, 6)
   config.optim.g_lr = 1e39  # finite gradients, an overflowing update: every G step is skipped
   config.max_nonfinite_steps = 2
-  with pytest.raises(train.NonFiniteStop, match="step 2: 2 consecutive iterations") as stop:
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(training.NonFiniteStop, match="step 2: 2 consecutive iterations") as stop:
+    training.train_and_evaluate(config, str(tmp_path))
   assert len(str(stop.value).splitlines()) == 1
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2]
   from anifacegan_jax import checkpointing
-  generator, discriminator = train.build_models(config)
-  g_tx, d_tx = train.build_optimizers(config)
-  target = jax.eval_shape(lambda: train.ts.create_state(
-      jax.random.key(0), generator, discriminator, g_tx, d_tx, train.prior_template(config)))
-  initial = train.ts.create_state(jax.random.key(config.seed), generator, discriminator, g_tx,
-                                  d_tx, train.prior_template(config))
+  generator, discriminator = training.build_models(config)
+  g_tx, d_tx = training.build_optimizers(config)
+  target = jax.eval_shape(lambda: training.ts.create_state(
+      jax.random.key(0), generator, discriminator, g_tx, d_tx, training.prior_template(config)))
+  initial = training.ts.create_state(jax.random.key(config.seed), generator, discriminator, g_tx,
+                                  d_tx, training.prior_template(config))
   for step in (1, 2):  # checksummed, finite, and the generator never took the bad update
     saved = checkpointing.restore_state(tmp_path, target, step)
     for a, b in zip(jax.tree_util.tree_leaves(saved.g_params),
@@ -282,7 +282,7 @@ def test_training_with_the_landmark_loss_logs_it(tmp_path, data_dir):
   config = _config(data_dir, 2, checkpoint_every=2)
   config.imitation.landmark_weight = 1e4
   config.recon = str(tmp_path / "recon")
-  state = train.train_and_evaluate(config, str(tmp_path / "run"))
+  state = training.train_and_evaluate(config, str(tmp_path / "run"))
   assert int(state.step) == 2 and int(state.nonfinite) == 0
   import tensorflow as tf
   values = [v.simple_value or float(tf.make_ndarray(v.tensor))

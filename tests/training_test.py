@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from anifacegan_jax import checkpointing, curriculum, experiment, train
+from anifacegan_jax import checkpointing, curriculum, experiment, training
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.models.priors import GaussianPrior, save_prior
 from anifacegan_jax.models.vae import VAEPrior
@@ -28,7 +28,7 @@ def test_prior_from_file_restores_through_a_checkpoint(tmp_path, config):
   prior = VAEPrior.init(jax.random.key(0))
   save_prior(prior, tmp_path / "prior.npz")
   config.prior = f"file:{tmp_path / 'prior.npz'}"
-  loaded = train.build_prior(config, builder=None)
+  loaded = training.build_prior(config, builder=None)
   assert isinstance(loaded, VAEPrior)
   generator, discriminator = experiment.build_models(config)
   g_tx, d_tx = experiment.build_optimizers(config)
@@ -47,10 +47,10 @@ def test_prior_from_file_restores_through_a_checkpoint(tmp_path, config):
 
 def test_standard_prior_and_bad_prior_names(config):
   config.prior = "standard"
-  assert isinstance(train.build_prior(config, builder=None), GaussianPrior)
+  assert isinstance(training.build_prior(config, builder=None), GaussianPrior)
   config.prior = "vae"
   with pytest.raises(curriculum.ConfigError, match="'fit', 'standard' or 'file:<path>'"):
-    train.build_prior(config, builder=None)
+    training.build_prior(config, builder=None)
 
 
 def test_stage_validation_names_the_problem(config):
@@ -66,7 +66,7 @@ def test_face_model_required_for_real_data(config):
 
 
 def test_examples_before_follows_the_curriculum(config):
-  assert train.examples_before(config, 5, devices=8) == 5 * config.stages[0].per_device_batch * 8
+  assert training.examples_before(config, 5, devices=8) == 5 * config.stages[0].per_device_batch * 8
 
 
 def test_landmark_loss_settings_are_validated(config):
@@ -117,23 +117,23 @@ def test_recon_network_loads_from_a_workdir_or_fails_clearly(tmp_path, config):
 def test_collapse_check_warns_names_causes_and_stops_when_asked(config, caplog):
   healthy = dict(crossings=0.6, foreground=0.5)
   collapsed = dict(crossings=0.01, foreground=0.002)
-  train.check_manifolds(healthy, 10, config, "W/checkpoints")  # nothing to say
+  training.check_manifolds(healthy, 10, config, "W/checkpoints")  # nothing to say
   assert not caplog.records
   with caplog.at_level("WARNING"):
-    train.check_manifolds(collapsed, 10, config, "W/checkpoints")
+    training.check_manifolds(collapsed, 10, config, "W/checkpoints")
   message = caplog.records[-1].getMessage()
   for cause in ("config.model.depth_gradient", "config.optim.manifold_lr",
                 "config.model.num_samples", "step 10", "0.010"):
     assert cause in message
   config.collapse_crossings = 0.0  # never
   caplog.clear()
-  train.check_manifolds(collapsed, 10, config, "W/checkpoints")
+  training.check_manifolds(collapsed, 10, config, "W/checkpoints")
   assert not caplog.records
   config.collapse_crossings = 0.2
   config.stop_on_collapse = True
-  with pytest.raises(train.ManifoldCollapseError, match="saved in W/checkpoints"):
-    train.check_manifolds(collapsed, 10, config, "W/checkpoints")
-  train.check_manifolds(healthy, 10, config, "W/checkpoints")
+  with pytest.raises(training.ManifoldCollapseError, match="saved in W/checkpoints"):
+    training.check_manifolds(collapsed, 10, config, "W/checkpoints")
+  training.check_manifolds(healthy, 10, config, "W/checkpoints")
 
 
 def test_every_step_setting_comes_from_the_config():
