@@ -51,36 +51,35 @@ def warm_up_deformation(generator: AnimatableGenerator, state: ts.GanState, face
   cfg = dataclasses.replace(cfg, chamfer_weight=0.0, landmark_weight=0.0)
   teachers = ts.Teachers(face=face, recon=None)
   params = state.g_params
-  zero = jax.tree_util.tree_map(jnp.zeros_like, params["deformation"])
+  template = {k: v for k, v in params.items() if k != "deformation"}
 
-  def terms_of(deform, latents, step_key):
-    return ts.imitation_terms(generator, dict(params, deformation=deform), teachers, latents,
+  def terms_of(template, deform, step_key):  # parameters as arguments: no constants in the jit
+    latents = sample_latents(state.prior, jax.random.fold_in(step_key, 1), batch)
+    return ts.imitation_terms(generator, dict(template, deformation=deform), teachers, latents,
                               None, None, step_key, cfg)
 
-  def batch_of(step_key):
-    return sample_latents(state.prior, jax.random.fold_in(step_key, 1), batch)
-
   @jax.jit
-  def update(deform, opt_state, step_key):
+  def update(template, deform, opt_state, step_key):
     def loss_fn(d):
-      terms = terms_of(d, batch_of(step_key), step_key)
+      terms = terms_of(template, d, step_key)
       return sum(getattr(cfg, w) * terms[n] for n, w in TERMS if n in terms), terms
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(deform)
     updates, opt_state = tx.update(grads, opt_state, deform)
     return optax.apply_updates(deform, updates), opt_state, terms
 
   @jax.jit
-  def zero_imitation(step_key):
-    return terms_of(zero, batch_of(step_key), step_key)["deform_imitation"]
+  def zero_imitation(template, step_key):
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params["deformation"])
+    return terms_of(template, zero, step_key)["deform_imitation"]
 
   deform, opt_state, curve = params["deformation"], tx.init(params["deformation"]), []
   for i in range(steps):
     step_key = jax.random.fold_in(key, i)
-    deform, opt_state, terms = update(deform, opt_state, step_key)
+    deform, opt_state, terms = update(template, deform, opt_state, step_key)
     if (i + 1) % log_every == 0 or i + 1 == steps:
       entry = {k: float(v) for k, v in jax.device_get(terms).items()}
       entry = dict(step=i + 1, **entry,
-                   ratio=entry["deform_imitation"] / float(zero_imitation(step_key)))
+                   ratio=entry["deform_imitation"] / float(zero_imitation(template, step_key)))
       curve.append(entry)
       if log is not None:
         log(entry)

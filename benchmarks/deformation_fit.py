@@ -35,9 +35,7 @@ sys.path.insert(0, str(ROOT))
 from anifacegan_jax import curriculum, evaluation, experiment  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
-
-TERMS = (("deform_imitation", "deform_weight"), ("deform_reg", "reg_weight"),
-         ("deform_smooth", "smooth_weight"))
+from anifacegan_jax.warmup import TERMS  # noqa: E402  (Eq. 8-11 and their weights)
 
 
 def deformation_terms(generator, face, cfg, params, latents, key):
