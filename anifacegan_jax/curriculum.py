@@ -73,6 +73,10 @@ def validate_imitation(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.imitation.deform_warmup_steps > 0 fits the deformation network to "
                       "L_3DMM, which is off (config.imitation.deform_weight = 0): set the weight "
                       "or the steps to 0")
+  b1 = imitation.get("deform_warmup_b1", 0.0)
+  if not (isinstance(b1, (int, float)) and 0.0 <= b1 < 1.0):
+    raise ConfigError(f"config.imitation.deform_warmup_b1 must be in [0, 1) (Adam β1 of the "
+                      f"deformation warm-up), got {b1!r}")
   if imitation.landmark_dims not in (2, 3):
     raise ConfigError(f"config.imitation.landmark_dims must be 3 (3D landmarks, the paper) or 2 "
                       f"(the 2D-landmark ablation), got {imitation.landmark_dims}")

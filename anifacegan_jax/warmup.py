@@ -22,39 +22,40 @@ from anifacegan_jax import curriculum
 from anifacegan_jax import train_step as ts
 from anifacegan_jax.face3d.morphable import MorphableArrays
 from anifacegan_jax.models.generator import AnimatableGenerator
-from anifacegan_jax.models.priors import sample_latents
-from anifacegan_jax.types import PRNGKey
+from anifacegan_jax.models.priors import Prior, sample_latents
+from anifacegan_jax.types import PRNGKey, PyTree
 
 # Eq. 8-11 terms and their StepConfig weights (L_Ch and L_lm need a rendered image: not here).
 TERMS = (("deform_imitation", "deform_weight"), ("deform_reg", "reg_weight"),
          ("deform_smooth", "smooth_weight"))
 
 
-def warm_up_deformation(generator: AnimatableGenerator, state: ts.GanState, face: MorphableArrays,
-                        cfg: ts.StepConfig, tx: optax.GradientTransformation, *, steps: int,
-                        batch: int, key: PRNGKey, log_every: int = 100,
-                        log: Callable[[dict], None] | None = None,
-                        ) -> tuple[ts.GanState, list[dict]]:
-  """`steps` updates of the deformation network alone on the weighted L_3DMM + L_reg + L_smooth
-  (`batch` prior samples per step, `cfg.imitation_points` query points each; optimizer `tx`,
-  e.g. `ts.deformation_optimizer`), written into both the parameters and their EMA.
+def fit_deformation(generator: AnimatableGenerator, params: PyTree, prior: Prior,
+                    face: MorphableArrays, cfg: ts.StepConfig,
+                    tx: optax.GradientTransformation, *, steps: int, batch: int, key: PRNGKey,
+                    log_every: int = 100, log: Callable[[dict], None] | None = None,
+                    ) -> tuple[PyTree, list[dict]]:
+  """`steps` updates of the deformation network `params['deformation']` alone on the weighted
+  L_3DMM + L_reg + L_smooth (`batch` samples of `prior` per step, `cfg.imitation_points` query
+  points each, drawn as `cfg.imitation_sampling` says; optimizer `tx`, e.g.
+  `ts.deformation_optimizer`); the rest of `params` is read, never changed.
 
-  Returns the state and the logged curve: every `log_every` steps (and the last) the step's
-  unweighted terms and `ratio`, its L_3DMM over the zero field's on the same batch (1: no better
-  than no deformation, 0: the 3DMM's offsets reproduced). `log` gets each entry as it is made.
+  Returns the fitted deformation parameters and the logged curve: every `log_every` steps (and
+  the last) the step's unweighted terms and `ratio`, its L_3DMM over the zero field's on the same
+  batch (1: no better than no deformation, 0: the 3DMM's offsets reproduced). `log` gets each
+  entry as it is made.
   """
   if steps < 0 or batch < 1 or log_every < 1:
     raise ValueError(f"steps must be >= 0, batch and log_every >= 1; got {steps}, {batch}, "
                      f"{log_every}")
   if not cfg.deform_weight > 0:
-    raise ValueError("the deformation warm-up fits L_3DMM, whose weight is 0")
+    raise ValueError("the deformation fit needs L_3DMM, whose weight is 0")
   cfg = dataclasses.replace(cfg, chamfer_weight=0.0, landmark_weight=0.0)
   teachers = ts.Teachers(face=face, recon=None)
-  params = state.g_params
   template = {k: v for k, v in params.items() if k != "deformation"}
 
   def terms_of(template, deform, step_key):  # parameters as arguments: no constants in the jit
-    latents = sample_latents(state.prior, jax.random.fold_in(step_key, 1), batch)
+    latents = sample_latents(prior, jax.random.fold_in(step_key, 1), batch)
     return ts.imitation_terms(generator, dict(template, deformation=deform), teachers, latents,
                               None, None, step_key, cfg)
 
@@ -83,7 +84,20 @@ def warm_up_deformation(generator: AnimatableGenerator, state: ts.GanState, face
       curve.append(entry)
       if log is not None:
         log(entry)
-  g_params = dict(params, deformation=deform)
+  return deform, curve
+
+
+def warm_up_deformation(generator: AnimatableGenerator, state: ts.GanState, face: MorphableArrays,
+                        cfg: ts.StepConfig, tx: optax.GradientTransformation, *, steps: int,
+                        batch: int, key: PRNGKey, log_every: int = 100,
+                        log: Callable[[dict], None] | None = None,
+                        ) -> tuple[ts.GanState, list[dict]]:
+  """`fit_deformation` on the state's generator parameters and prior, the fitted network
+  written into both the parameters and their EMA; the template, the discriminator and the
+  optimizer states are left as they are. Returns the state and the curve."""
+  deform, curve = fit_deformation(generator, state.g_params, state.prior, face, cfg, tx,
+                                  steps=steps, batch=batch, key=key, log_every=log_every, log=log)
+  g_params = dict(state.g_params, deformation=deform)
   ema = dict(state.ema_params, deformation=deform)
   return state.replace(g_params=g_params, ema_params=ema), curve
 
@@ -94,10 +108,13 @@ def warm_up_from_config(config: ml_collections.ConfigDict, generator: Animatable
                         ) -> tuple[ts.GanState, list[dict]]:
   """`warm_up_deformation` with the run's settings: config.imitation.deform_warmup_steps steps,
   stage 0's weights, query points and per-device batch, the deformation optimizer of
-  config.optim, the key config.seed + 5."""
-  o, steps = config.optim, int(config.imitation.deform_warmup_steps)
+  config.optim with β1 = config.imitation.deform_warmup_b1, the key config.seed + 5."""
+  o, imitation = config.optim, config.imitation
   cfg = curriculum.step_config(config, 0)
-  tx = ts.deformation_optimizer(o.deform_lr, o.clip_norm, o.b1, o.b2)
+  steps = int(imitation.deform_warmup_steps)
+  # configs saved before the field existed warmed up with the generator's β1
+  b1 = float(imitation.get("deform_warmup_b1", o.b1))
+  tx = ts.deformation_optimizer(o.deform_lr, o.clip_norm, b1, o.b2)
   return warm_up_deformation(generator, state, face, cfg, tx, steps=steps,
                              batch=cfg.per_device_batch, key=jax.random.key(config.seed + 5),
                              log_every=max(1, int(config.log_every)), log=log)

@@ -11,7 +11,7 @@ does buy? A diagnostic of a model folder (no dataset, no discriminator).
    changed: the same ratio along the way (can the network imitate the 3DMM, and how fast?).
 3. `control` and `geometry` of the model with its own field and with the refitted one (same
    latents, cameras and reconstruction network): what control a 3DMM-following field gives this
-   template.
+   template. `--save=DIR` writes the model with the refitted field as a model folder.
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from anifacegan_jax import curriculum, evaluation, experiment  # noqa: E402
+from anifacegan_jax import curriculum, evaluation, experiment, pretrained, warmup  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
-from anifacegan_jax.warmup import TERMS  # noqa: E402  (Eq. 8-11 and their weights)
 
 
 def deformation_terms(generator, face, cfg, params, latents, key):
@@ -113,9 +111,9 @@ def _own_width(run) -> int:
 
 def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_every: int,
           fresh: bool = False, b1: float = 0.0):
-  """The deformation network alone trained on the weighted Eq. 8-11 terms (Adam, β = (b1, 0.9);
-  b1 = 0 as the generator's optimizer), from the model's weights or, `fresh`, from a new
-  initialisation."""
+  """The deformation network alone trained on the weighted Eq. 8-11 terms by
+  `warmup.fit_deformation` (Adam β = (b1, the config's β2), its clip), from the model's weights
+  or, `fresh`, from a new initialisation."""
   params = run.ema_params
   if fresh:
     from anifacegan_jax.models.generator import init_generator
@@ -123,33 +121,27 @@ def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_ever
     params = dict(params, deformation=new["params"]["deformation"])
   elif run.generator.deform_hidden != _own_width(run):
     raise ValueError("a deformation network of another width starts fresh: pass --fresh")
-  tx = optax.adam(lr, b1=b1, b2=0.9)
-  opt_state = tx.init(params["deformation"])
-
-  zero = jax.tree_util.tree_map(jnp.zeros_like, params["deformation"])
-
-  @jax.jit
-  def update(deform, opt_state, key):
-    latents = sample_latents(run.prior, jax.random.fold_in(key, 1), batch)
-    terms_of = lambda d: deformation_terms(run.generator, face, cfg,  # noqa: E731
-                                           dict(params, deformation=d), latents, key)
-
-    def loss_fn(d):
-      terms = terms_of(d)
-      return sum(getattr(cfg, w) * terms[n] for n, w in TERMS if n in terms), terms
-    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(deform)
-    # this batch's L_3DMM over its zero field's: the curve's ratio, before the update
-    terms = dict(terms, ratio=terms["deform_imitation"] / terms_of(zero)["deform_imitation"])
-    updates, opt_state = tx.update(grads, opt_state, deform)
-    return optax.apply_updates(deform, updates), opt_state, terms
-
-  deform, curve = params["deformation"], []
-  for i in range(steps):
-    deform, opt_state, terms = update(deform, opt_state, jax.random.key(seed + 7919 * (i + 1)))
-    if (i + 1) % log_every == 0 or i + 1 == steps:
-      curve.append(dict(step=i + 1, **{k: float(v) for k, v in jax.device_get(terms).items()}))
-      print(json.dumps(curve[-1]), flush=True)
+  o = run.config.optim
+  deform, curve = warmup.fit_deformation(
+      run.generator, params, run.prior, face, cfg,
+      ts.deformation_optimizer(lr, o.clip_norm, b1, o.b2), steps=steps, batch=batch,
+      key=jax.random.key(seed), log_every=log_every,
+      log=lambda entry: print(json.dumps(entry), flush=True))
   return dict(params, deformation=deform), curve
+
+
+def save_refitted(source, run, out) -> pathlib.Path:
+  """Model folder `out`: `run` (the refitted field in its parameters, its config) with the prior,
+  step and reconstruction network of the model folder `source`."""
+  path = pretrained.model_dir(source)
+  info = pretrained.read_info(path)
+  recon = None
+  if pretrained.has_recon(path):
+    recon = (json.loads((path / pretrained.RECON_CONFIG).read_text()),
+             pretrained.read_recon(path)[1], str(info.get("recon", path.name)))
+  return pretrained.write(out, run.config, run.ema_params, run.prior, step=run.step,
+                          source=f"{info.get('workdir', path.name)}, deformation refitted",
+                          recon=recon)
 
 
 def main(argv=None) -> dict:
@@ -166,6 +158,10 @@ def main(argv=None) -> dict:
                       "(0: the config's imitation.points; the ratio is always measured with those)")
   parser.add_argument("--deform_hidden", type=int, default=0, help="refit a deformation network "
                       "of this width (with --fresh; 0: the model's)")
+  parser.add_argument("--exp_scale", type=float, default=0.0, help="refit a deformation network "
+                      "with this model.deform_exp_scale (needs --fresh; 0: the model's)")
+  parser.add_argument("--save", default="", help="write the model with the refitted field as a "
+                      "model folder here (the source's reconstruction network copied along)")
   parser.add_argument("--num_eval", type=int, default=128, help="prior samples for the ratio")
   parser.add_argument("--control_num", type=int, default=128)
   parser.add_argument("--geometry_num", type=int, default=32)
@@ -178,8 +174,12 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.steps < 0 or args.batch < 1 or args.num_eval < 1 or not 0 <= args.b1 < 1:
     parser.error("--steps must be >= 0, --batch and --num_eval >= 1, --b1 in [0, 1)")
-  if args.points < 0 or args.deform_hidden < 0 or (args.deform_hidden and not args.fresh):
-    parser.error("--points and --deform_hidden must be >= 0; --deform_hidden needs --fresh")
+  if args.points < 0 or args.deform_hidden < 0 or args.exp_scale < 0 or (
+      (args.deform_hidden or args.exp_scale) and not args.fresh):
+    parser.error("--points, --deform_hidden and --exp_scale must be >= 0; --deform_hidden and "
+                 "--exp_scale need --fresh")
+  if args.save and not args.steps:
+    parser.error("--save writes a refitted field: give --steps")
 
   run = experiment.load_pretrained(args.pretrained)
   config = run.config
@@ -204,9 +204,13 @@ def main(argv=None) -> dict:
     record["eval_s"] = round(time.perf_counter() - tick, 1)
     print(json.dumps(dict(own_metrics=record["own_metrics"])), flush=True)
     if args.steps:
-      if args.deform_hidden:
-        run = dataclasses.replace(run, generator=run.generator.clone(
-            deform_hidden=args.deform_hidden))
+      changes = dict(deform_hidden=args.deform_hidden, deform_exp_scale=args.exp_scale)
+      changes = {k: v for k, v in changes.items() if v}
+      if changes:
+        config = config.copy_and_resolve_references()
+        config.model.update(changes)
+        run = dataclasses.replace(run, config=config,
+                                  generator=run.generator.clone(**changes))
       fit_cfg = dataclasses.replace(cfg, imitation_points=args.points or cfg.imitation_points)
       tick = time.perf_counter()
       params, record["refit_curve"] = refit(run, face, fit_cfg, args.steps, lr, args.batch,
@@ -217,6 +221,8 @@ def main(argv=None) -> dict:
       record["refit_field"]["gains"] = field_gains(run, face, params)
       print(json.dumps(dict(refit_field=record["refit_field"])), flush=True)
       refitted = dataclasses.replace(run, ema_params=params)
+      if args.save:
+        record["saved"] = str(save_refitted(args.pretrained, refitted, args.save))
       record["refit_metrics"] = ({} if args.skip_metrics
                                  else evaluation.evaluate(refitted, tmp, settings))
       print(json.dumps(dict(refit_metrics=record["refit_metrics"])), flush=True)

@@ -5,8 +5,9 @@ expressions can it learn, at which rate? The probes of BENCHMARKS.md "Why contro
   python benchmarks/deformation_probe.py --pretrained=M --steps=3000 --drop=0 --out=J   # no jaw_open
   python benchmarks/deformation_probe.py --pretrained=M --steps=1500 --only=8 --out=J   # blink_left alone
 
-The field is new (the run's width), fitted by `warmup.warm_up_deformation` (batch 8, the config's
-query points and weights, Adam with the config's clip and β2; `--lr`, `--b1`). The expressions:
+The field is new (the run's width), fitted by `warmup.fit_deformation` (`--batch` 8, the
+config's query points and weights, Adam with the config's clip and β2; `--lr`, `--b1`,
+`--exp_scale`). The expressions:
 the run's prior (default); a Gaussian fitted to SynthFaces' own expression sampler with the
 `--drop` columns zeroed; or `--only=k`: column k ~ U(0, 1), the rest 0. Identities: the run's
 prior. Reported: Eq. 9's ratio on 64 samples of that distribution, and
@@ -23,7 +24,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,14 +58,17 @@ def main(argv=None) -> dict:
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--lr", type=float, default=None, help="default: the config's deform_lr")
   parser.add_argument("--b1", type=float, default=None, help="Adam β1 (default: the config's)")
+  parser.add_argument("--exp_scale", type=float, default=None,
+                      help="z_exp's factor at F's mapping (default: the run's model.deform_exp_scale)")
+  parser.add_argument("--batch", type=int, default=8, help="prior samples per step")
   parser.add_argument("--drop", default="", help="comma-separated expression columns set to 0")
   parser.add_argument("--only", type=int, default=None, help="fit this expression column alone")
   parser.add_argument("--out", required=True, help="JSON record")
   args = parser.parse_args(argv)
   drop = [int(c) for c in args.drop.split(",") if c.strip()]
-  if args.steps < 1 or any(not 0 <= c < 64 for c in drop) or (
+  if args.steps < 1 or args.batch < 1 or any(not 0 <= c < 64 for c in drop) or (
       args.only is not None and not 0 <= args.only < 64) or (drop and args.only is not None):
-    parser.error("--steps >= 1; --drop / --only columns in [0, 64), not both")
+    parser.error("--steps, --batch >= 1; --drop / --only columns in [0, 64), not both")
   run = experiment.load_pretrained(args.pretrained)
   run = dataclasses.replace(run, prior=expression_prior(run, drop, args.only))
   face = experiment.load_face_model(run.config)
@@ -74,21 +77,23 @@ def main(argv=None) -> dict:
   o = run.config.optim
   lr = o.deform_lr if args.lr is None else args.lr
   b1 = o.b1 if args.b1 is None else args.b1
+  if args.exp_scale is not None:
+    run = dataclasses.replace(run, generator=run.generator.clone(deform_exp_scale=args.exp_scale))
   fresh = init_generator(run.generator, jax.random.key(0))["params"]["deformation"]
   params = dict(run.ema_params, deformation=fresh)
-  state = ts.GanState(step=jnp.zeros((), jnp.int32), g_params=params, d_params={},
-                      g_opt_state=None, d_opt_state=None, ema_params=params, prior=run.prior,
-                      nonfinite=jnp.zeros((), jnp.int32))
   tick = time.perf_counter()
-  state, curve = warmup.warm_up_deformation(
-      run.generator, state, face, cfg, ts.deformation_optimizer(lr, o.clip_norm, b1, o.b2),
-      steps=args.steps, batch=8, key=jax.random.key(1), log_every=max(1, args.steps // 10),
+  deform, curve = warmup.fit_deformation(
+      run.generator, params, run.prior, face, cfg,
+      ts.deformation_optimizer(lr, o.clip_norm, b1, o.b2), steps=args.steps, batch=args.batch,
+      key=jax.random.key(1), log_every=max(1, args.steps // 10),
       log=lambda entry: print(json.dumps(entry), flush=True))
-  record = dict(pretrained=str(args.pretrained), args=vars(args), lr=lr, b1=b1, curve=curve,
+  params = dict(params, deformation=deform)
+  record = dict(pretrained=str(args.pretrained), args=vars(args), lr=lr, b1=b1,
+                exp_scale=run.generator.deform_exp_scale, curve=curve,
                 fit_s=round(time.perf_counter() - tick, 1), jax=jax.__version__,
                 device=jax.devices()[0].device_kind, date=time.strftime("%Y-%m-%d"))
-  record["ratio"] = deformation_fit.mean_terms(run, face, cfg, state.g_params, 64, 1)["ratio"]
-  record["gains"] = deformation_fit.field_gains(run, face, state.g_params, num=128)
+  record["ratio"] = deformation_fit.mean_terms(run, face, cfg, params, 64, 1)["ratio"]
+  record["gains"] = deformation_fit.field_gains(run, face, params, num=128)
   print(json.dumps(dict(ratio=record["ratio"], gains=record["gains"])), flush=True)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

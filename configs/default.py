@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.radiance_hidden = 256  # radiance trunk and mapping width
   config.model.deform_hidden = 128  # deformation net and its mapping width
   config.model.deform_final_bias_init = "zeros"  # 'zeros' (Δ = 0 at init) or 'torch' (released)
+  config.model.deform_exp_scale = 1.0  # z_exp's factor at F's mapping network (1: released)
   config.model.depth_gradient = False  # z of Eq. 4-5 with gradient (official: without; ablation)
 
   config.discriminator = ml_collections.ConfigDict()
@@ -94,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   #                                           Eq. 8-11 (optim.deform_lr; stage 0's per-device
   #                                           batch): the template then trains through a field
   #                                           that already follows the 3DMM (0: none, the paper)
+  config.imitation.deform_warmup_b1 = 0.0  # Adam β1 of that warm-up (optim.b1 is the GAN's)
   config.face_model = ""  # 3DMM file (.mat BFM_model_front or .npz); '' = the procedural model
   config.recon = ""  # face-reconstruction network of L_lm: a `train_recon` workdir (Orbax) or
   #                    Deep3DFaceRecon's epoch_20.pth (ResNet-50, 224², BFM coefficients)

@@ -16,6 +16,11 @@ from configs import default
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = default.get_config()
+  # SynthFaces' expression coefficients are blendshape weights (std ≈ 0.2, against 0.8 for the
+  # identity's): ×16 at F's mapping network, or the field learns the jaw and little else
+  # (BENCHMARKS.md "The expression code's scale at F").
+  config.model.deform_exp_scale = 16.0
+  config.imitation.deform_warmup_b1 = 0.9  # a warm-up (when one is asked for) with momentum
   config.lock()
   if variant in ("", "default"):
     return config

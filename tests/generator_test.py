@@ -140,3 +140,23 @@ def test_depth_reaches_the_manifolds_only_through_the_weights(depth_gradient):
   grads = jax.grad(depth)(params["manifold"])
   size = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads))
   assert (size > 1e-4) if depth_gradient else size == 0.0
+
+
+def test_deform_exp_scale_multiplies_the_expression_code_and_nothing_else():
+  from anifacegan_jax.models.deformation import DeformationField
+  field, scaled = DeformationField(hidden=16), DeformationField(hidden=16, exp_scale=4.0)
+  z_id = jax.random.normal(jax.random.key(0), (3, 80))
+  z_exp = 0.2 * jax.random.normal(jax.random.key(1), (3, 64))
+  params = field.init(jax.random.key(2), z_id, z_exp, method=DeformationField.code)
+  codes = scaled.apply(params, z_id, z_exp, method=DeformationField.code)
+  expected = field.apply(params, z_id, 4.0 * z_exp, method=DeformationField.code)
+  unscaled = field.apply(params, z_id, z_exp, method=DeformationField.code)
+  for got, want, other in zip(codes, expected, unscaled):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(got - other).max()) > 1e-3
+  with pytest.raises(ValueError, match="deform_exp_scale must be > 0"):
+    init_generator(AnimatableGenerator(deform_hidden=16, manifold_hidden=16, radiance_hidden=16,
+                                       deform_exp_scale=0.0), jax.random.key(0))
+  # The same parameter tree: a released checkpoint loads at any scale.
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      scaled.init(jax.random.key(2), z_id, z_exp, method=DeformationField.code))

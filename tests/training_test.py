@@ -91,6 +91,11 @@ def test_deformation_warmup_settings_are_validated(config):
     curriculum.validate_imitation(config)
   config.imitation.deform_warmup_steps = 100
   curriculum.validate_imitation(config)
+  config.imitation.deform_warmup_b1 = 1.0
+  with pytest.raises(curriculum.ConfigError, match="deform_warmup_b1 must be in"):
+    curriculum.validate_imitation(config)
+  config.imitation.deform_warmup_b1 = 0.9
+  curriculum.validate_imitation(config)
   config.imitation.deform_weight = 0.0
   with pytest.raises(curriculum.ConfigError, match="L_3DMM, which is off"):
     curriculum.validate_imitation(config)

@@ -88,3 +88,9 @@ def test_warmup_from_a_config(setup):
   moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
                                  new.g_params["deformation"], state.g_params["deformation"])
   assert max(jax.tree_util.tree_leaves(moved)) > 0
+  # the warm-up's own Adam β1 (config.imitation.deform_warmup_b1) is the one used
+  config.imitation.deform_warmup_b1 = 0.0
+  plain, _ = warmup.warm_up_from_config(config, generator, state, face)
+  differ = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
+                                  new.g_params["deformation"], plain.g_params["deformation"])
+  assert max(jax.tree_util.tree_leaves(differ)) > 0

@@ -28,6 +28,9 @@ class DeformationField(nn.Module):
     output_dim: width of the last linear layer; Δ is its first 3 outputs (7 in `dif.pth`).
     final_bias_init: 'torch' (released: U(±1/√128), a small constant initial Δ) or 'zeros'
       (Δ ≡ 0 at init, the default for training from scratch; SPEC §8.16).
+    exp_scale: z_exp is multiplied by this before the mapping network (1: released). Expression
+      coefficients an order smaller than the identity's (SynthFaces' blendshape weights, std
+      ≈ 0.2 against 0.8) otherwise reach F's conditioning as a small part of its input.
   """
 
   hidden: int = 128
@@ -35,6 +38,7 @@ class DeformationField(nn.Module):
   zero_channels: int = 4
   output_dim: int = 7
   final_bias_init: str = "zeros"
+  exp_scale: float = 1.0
 
   def setup(self):
     self.mapping = MappingNetwork(hidden=self.hidden, num_film=self.num_layers,
@@ -45,7 +49,7 @@ class DeformationField(nn.Module):
 
   def code(self, z_id: Array, z_exp: Array) -> tuple[Array, Array]:
     """(..., 80), (..., 64) → raw FiLM freq, phase each (..., num_layers, hidden)."""
-    return self.mapping(jnp.concatenate([z_id, z_exp], axis=-1))
+    return self.mapping(jnp.concatenate([z_id, self.exp_scale * z_exp], axis=-1))
 
   def __call__(self, x: Array, freq: Array, phase: Array) -> Array:
     """Δ (..., 3) at target points x (..., 3) world units, for the codes of one image."""

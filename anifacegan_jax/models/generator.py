@@ -75,6 +75,7 @@ class AnimatableGenerator(nn.Module):
     deform_hidden: width of F and its mapping network (128).
     deform_zero_channels, deform_output_dim: F's released I/O layout (4, 7).
     deform_final_bias_init: 'zeros' (Δ ≡ 0 at init) or 'torch' (released init).
+    deform_exp_scale: z_exp's factor at F's mapping network (1: released; `DeformationField`).
     depth_gradient: let the compositing distances z carry gradient back through the crossing
       points into the manifold predictor. GRAM and the released AniFaceGAN compute z without
       gradient (SPEC §2.5), the default; True exists for the ablation in BENCHMARKS.md, where a
@@ -101,18 +102,23 @@ class AnimatableGenerator(nn.Module):
   deform_zero_channels: int = 4
   deform_output_dim: int = 7
   deform_final_bias_init: str = "zeros"
+  deform_exp_scale: float = 1.0
   depth_gradient: bool = False
 
   def setup(self):
     if self.warp not in WARP_MODES:
       raise ValueError(f"warp must be one of {WARP_MODES}, got {self.warp!r}")
+    if not self.deform_exp_scale > 0:  # also NaN
+      raise ValueError("model.deform_exp_scale must be > 0 (1: the released network), got "
+                       f"{self.deform_exp_scale}")
     self.manifold = ManifoldPredictor(hidden=self.manifold_hidden)
     self.mapping = MappingNetwork(hidden=self.radiance_hidden, num_film=9,
                                   film_width=self.radiance_hidden)
     self.radiance = RadianceNet(hidden=self.radiance_hidden)
     self.deformation = DeformationField(
         hidden=self.deform_hidden, zero_channels=self.deform_zero_channels,
-        output_dim=self.deform_output_dim, final_bias_init=self.deform_final_bias_init)
+        output_dim=self.deform_output_dim, final_bias_init=self.deform_final_bias_init,
+        exp_scale=self.deform_exp_scale)
 
   def codes(self, latents: Latents) -> Codes:
     """Both mapping networks: radiance from cat(z_id, ε), deformation from cat(z_id, z_exp)."""
