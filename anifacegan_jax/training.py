@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 import time
@@ -19,7 +20,7 @@ from anifacegan_jax import train_step as ts
 from anifacegan_jax.data import datasets, input_pipeline
 from anifacegan_jax.experiment import (PRIOR_FILE, build_models, build_optimizers,  # noqa: F401
                                        load_face_model, load_recon, prior_template)
-from anifacegan_jax.models.generator import mean_radiance_codes, render
+from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
 from anifacegan_jax.models.priors import GaussianPrior, Prior, load_prior, sample_latents
 from anifacegan_jax.types import Camera, PyTree
 
@@ -41,6 +42,12 @@ def build_prior(config: ml_collections.ConfigDict, builder) -> Prior:
       f"config.prior must be 'fit', 'standard' or 'file:<path>', got {config.prior!r}")
 
 
+def _generator_default(key: str):
+  """The AnimatableGenerator default of model field `key` (None if it has none)."""
+  field = AnimatableGenerator.__dataclass_fields__.get(key)
+  return None if field is None or field.default is dataclasses.MISSING else field.default
+
+
 def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   """A workdir trained with other network shapes cannot be resumed: say which field differs."""
   for step in reversed(checkpointing.saved_steps(workdir)):  # the newest config that reads
@@ -54,6 +61,8 @@ def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   for section in ("model", "discriminator"):
     for key, value in config[section].items():
       old = saved[section].get(key) if section in saved else None
+      if old is None and section == "model":  # a field newer than the run: it had the default
+        old = _generator_default(key)
       if old is not None and old != value:
         raise curriculum.ConfigError(
             f"{workdir} was trained with config.{section}.{key}={old!r}, now {value!r}: use a new "

@@ -209,3 +209,23 @@ def test_checkpoint_of_another_state_layout_fails_clearly(tmp_path, config):
                      match=r"checkpoints/3 does not have this version's state layout") as error:
     checkpointing.restore_state(tmp_path, target)
   assert len(str(error.value)) < 800
+
+
+def test_resuming_with_a_model_field_the_run_predates_compares_its_default(tmp_path, config):
+  # A run saved before model.deform_exp_scale existed ran F at the default, 1: resuming it with
+  # SynthFaces' 16 would change what its field means, and is refused by name.
+  generator, discriminator = experiment.build_models(config)
+  g_tx, d_tx = experiment.build_optimizers(config)
+  state = ts.create_state(jax.random.key(0), generator, discriminator, g_tx, d_tx)
+  older = config.copy_and_resolve_references()
+  with older.unlocked():
+    del older.model["deform_exp_scale"]
+  manager = checkpointing.create_manager(tmp_path, async_save=False)
+  checkpointing.save(manager, 2, state, older)
+  manager.wait_until_finished()
+  assert config.model.deform_exp_scale == 16.0
+  with pytest.raises(curriculum.ConfigError,
+                     match=r"config.model.deform_exp_scale=1.0, now 16.0: use a new --workdir"):
+    training._check_resumable(config, str(tmp_path))
+  config.model.deform_exp_scale = 1.0
+  training._check_resumable(config, str(tmp_path))
