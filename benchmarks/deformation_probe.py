@@ -6,8 +6,8 @@ expressions can it learn, at which rate? The probes of BENCHMARKS.md "Why contro
   python benchmarks/deformation_probe.py --pretrained=M --steps=1500 --only=8 --out=J   # blink_left alone
 
 The field is new (the run's width), fitted by `warmup.fit_deformation` (`--batch` 8, the
-config's query points and weights, Adam with the config's clip and β2; `--lr`, `--b1`,
-`--exp_scale`). The expressions:
+config's query points (`--points`) and weights, Adam with the config's clip and β2; `--lr`,
+`--b1`, `--exp_scale`). The expressions:
 the run's prior (default); a Gaussian fitted to SynthFaces' own expression sampler with the
 `--drop` columns zeroed; or `--only=k`: column k ~ U(0, 1), the rest 0. Identities: the run's
 prior. Reported: Eq. 9's ratio on 64 samples of that distribution, and
@@ -60,20 +60,24 @@ def main(argv=None) -> dict:
   parser.add_argument("--b1", type=float, default=None, help="Adam β1 (default: the config's)")
   parser.add_argument("--exp_scale", type=float, default=None,
                       help="z_exp's factor at F's mapping (default: the run's model.deform_exp_scale)")
+  parser.add_argument("--points", type=int, default=0,
+                      help="query points per sample (0: the config's imitation.points)")
   parser.add_argument("--batch", type=int, default=8, help="prior samples per step")
   parser.add_argument("--drop", default="", help="comma-separated expression columns set to 0")
   parser.add_argument("--only", type=int, default=None, help="fit this expression column alone")
   parser.add_argument("--out", required=True, help="JSON record")
   args = parser.parse_args(argv)
   drop = [int(c) for c in args.drop.split(",") if c.strip()]
-  if args.steps < 1 or args.batch < 1 or any(not 0 <= c < 64 for c in drop) or (
+  if args.steps < 1 or args.batch < 1 or args.points < 0 or any(not 0 <= c < 64 for c in drop) or (
       args.only is not None and not 0 <= args.only < 64) or (drop and args.only is not None):
-    parser.error("--steps, --batch >= 1; --drop / --only columns in [0, 64), not both")
+    parser.error("--steps, --batch >= 1, --points >= 0; --drop / --only columns in [0, 64), not both")
   run = experiment.load_pretrained(args.pretrained)
   run = dataclasses.replace(run, prior=expression_prior(run, drop, args.only))
   face = experiment.load_face_model(run.config)
   cfg = dataclasses.replace(curriculum.step_config(run.config, 0), chamfer_weight=0.0,
                             landmark_weight=0.0)
+  if args.points:
+    cfg = dataclasses.replace(cfg, imitation_points=args.points)
   o = run.config.optim
   lr = o.deform_lr if args.lr is None else args.lr
   b1 = o.b1 if args.b1 is None else args.b1
