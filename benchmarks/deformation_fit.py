@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from anifacegan_jax import curriculum, evaluation, experiment, pretrained, warmup  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
+from records import write_record  # noqa: E402  (benchmarks/, beside this script)
 
 
 def deformation_terms(generator, face, cfg, params, latents, key):
@@ -226,9 +227,7 @@ def main(argv=None) -> dict:
       record["refit_metrics"] = ({} if args.skip_metrics
                                  else evaluation.evaluate(refitted, tmp, settings))
       print(json.dumps(dict(refit_metrics=record["refit_metrics"])), flush=True)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=1) + "\n")
+  write_record(args.out, record)
   return record
 
 

@@ -35,6 +35,7 @@ from anifacegan_jax.models.priors import GaussianPrior  # noqa: E402
 from anifacegan_jax.synthfaces import procedural  # noqa: E402
 
 import deformation_fit  # noqa: E402  (benchmarks/, beside this script)
+from records import write_record  # noqa: E402  (benchmarks/, beside this script)
 
 
 def expression_prior(run, drop: list[int], only: int | None, num: int = 4096):
@@ -99,9 +100,7 @@ def main(argv=None) -> dict:
   record["ratio"] = deformation_fit.mean_terms(run, face, cfg, params, 64, 1)["ratio"]
   record["gains"] = deformation_fit.field_gains(run, face, params, num=128)
   print(json.dumps(dict(ratio=record["ratio"], gains=record["gains"])), flush=True)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=1) + "\n")
+  write_record(args.out, record)
   return record
 
 

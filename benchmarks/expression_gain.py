@@ -42,6 +42,7 @@ from anifacegan_jax.metrics import rendered  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
 from anifacegan_jax.rendering.camera import sample_camera  # noqa: E402
 from anifacegan_jax.synthfaces import procedural, synthetic  # noqa: E402
+from records import write_record  # noqa: E402  (benchmarks/, beside this script)
 
 
 def summary(read: np.ndarray, read_zero: np.ndarray, z_exp: np.ndarray) -> dict:
@@ -122,9 +123,7 @@ def main(argv=None) -> dict:
   if not args.skip_reference:
     record["synthfaces"] = synthfaces_pairs(reader, args.num, args.resolution)
     print(json.dumps(dict(synthfaces=record["synthfaces"])), flush=True)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=1) + "\n")
+  write_record(args.out, record)
   return record
 
 
