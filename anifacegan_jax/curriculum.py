@@ -55,6 +55,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   validate_loop(config)
   validate_stages(config)
   validate_imitation(config)
+  scale = config.model.get("deform_exp_scale", 1.0)
+  if not (isinstance(scale, (int, float)) and scale > 0):  # also NaN
+    raise ConfigError(f"config.model.deform_exp_scale must be > 0 (z_exp's factor at the "
+                      f"deformation network; 1: the released network), got {scale!r}")
 
 
 def validate_imitation(config: ml_collections.ConfigDict) -> None:

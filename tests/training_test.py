@@ -96,6 +96,9 @@ def test_deformation_warmup_settings_are_validated(config):
     curriculum.validate_imitation(config)
   config.imitation.deform_warmup_b1 = 0.9
   curriculum.validate_imitation(config)
+  config.model.deform_exp_scale = 0.0
+  with pytest.raises(curriculum.ConfigError, match="deform_exp_scale must be > 0"):
+    curriculum.validate(config)
   config.imitation.deform_weight = 0.0
   with pytest.raises(curriculum.ConfigError, match="L_3DMM, which is off"):
     curriculum.validate_imitation(config)
