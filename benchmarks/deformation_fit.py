@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # records.py, beside this script
 from anifacegan_jax import curriculum, evaluation, experiment, pretrained, warmup  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402

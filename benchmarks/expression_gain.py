@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # records.py, beside this script
 from anifacegan_jax import evaluation, experiment  # noqa: E402
 from anifacegan_jax.metrics import coefficients as cm  # noqa: E402
 from anifacegan_jax.metrics import rendered  # noqa: E402
