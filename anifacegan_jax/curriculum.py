@@ -119,7 +119,8 @@ def step_config(config: ml_collections.ConfigDict, index: int = 0, **overrides) 
       landmark_weight=float(imitation.landmark_weight),
       landmark_dims=int(imitation.landmark_dims),
       # absent from configs saved before the field existed: the paper's routing
-      deform_image_gradient=bool(imitation.get("deform_image_gradient", True)))
+      deform_image_gradient=bool(imitation.get("deform_image_gradient", True)),
+      deform_identity=bool(imitation.get("deform_identity", False)))
   unknown = set(overrides) - set(settings)
   if unknown:
     raise TypeError(f"step_config: no StepConfig field named {sorted(unknown)}")

@@ -62,6 +62,11 @@ class StepConfig:
     deform_image_gradient: whether the losses of the rendered image (adversarial, pose, L_Ch,
       L_lm) train the deformation network (the paper: they do); False leaves it to L_3DMM, L_reg
       and L_smooth (Eq. 8-11), so it follows the 3DMM whatever the discriminator rewards.
+    deform_identity: Eq. 8's reference also carries the identity, Δx_ref = −(B_id β + B_exp γ):
+      the field warps every face to the mean shape S̄, so the identity's shape reaches the
+      geometry and the image the way the expression's does (the paper: False, −B_exp γ; the
+      template's manifolds have no latent, so there the identity's shape can only come from the
+      radiance net's opacity).
   """
 
   resolution: int
@@ -88,6 +93,7 @@ class StepConfig:
   landmark_weight: float
   landmark_dims: int
   deform_image_gradient: bool
+  deform_identity: bool = False
 
   def __post_init__(self):
     if self.landmark_dims not in (2, 3):
@@ -285,6 +291,13 @@ def landmark_term(recon: ReconNet, recon_variables: PyTree, face: MorphableArray
   return losses.landmark_loss(mine, jax.lax.stop_gradient(reference))
 
 
+def reference_offsets(face, z_id, z_exp, identity: bool):
+  """(N, 3) what Eq. 8's field undoes at each vertex, model frame: B_exp γ (the paper), plus
+  B_id β with `identity` (`StepConfig.deform_identity`)."""
+  offsets = geometry.expression_offsets(face, z_exp)
+  return offsets + geometry.identity_offsets(face, z_id) if identity else offsets
+
+
 def imitation_terms(generator: AnimatableGenerator, g_params: PyTree, teachers: Teachers | None,
                     latents, camera, out, key: PRNGKey, cfg: StepConfig,
                     recon: ReconNet | None = None) -> dict:
@@ -332,8 +345,8 @@ def imitation_terms(generator: AnimatableGenerator, g_params: PyTree, teachers: 
   delta = jax.vmap(deform)(points, codes)
   if cfg.deform_weight > 0:
     offsets = geometry.model_to_world(
-        jax.vmap(lambda e: geometry.expression_offsets(face, e))(latents.z_exp),
-        translation=(0.0, 0.0, 0.0))
+        jax.vmap(lambda i, e: reference_offsets(face, i, e, cfg.deform_identity))(
+            latents.z_id, latents.z_exp), translation=(0.0, 0.0, 0.0))
     reference = jax.vmap(losses.reference_deformation)(points, vertices, offsets)
     terms["deform_imitation"] = losses.deformation_imitation_loss(delta, reference)
   if cfg.reg_weight > 0:

@@ -68,7 +68,7 @@ def mean_terms(run, face, cfg, params, num: int, seed: int, batch: int = 16) -> 
   return out
 
 
-def field_gains(run, face, params, num: int = 64, seed: int = 0) -> dict:
+def field_gains(run, face, params, num: int = 64, seed: int = 0, offset: float = 0.0) -> dict:
   """How strongly the field shows each expression coefficient, on `num` prior samples.
 
   The field's Δ at the vertices of each target mesh S(z_id, z_exp) is read as expression
@@ -76,10 +76,16 @@ def field_gains(run, face, params, num: int = 64, seed: int = 0) -> dict:
   Eq. 8's reference); per coefficient the slope of ĉ_k on z_exp_k over the samples is its gain
   (1: reproduced, 0: ignored). In the prior's own range, unlike a single coefficient at an
   arbitrary value. Returns {'gain': pooled slope, 'correlation': pooled, 'columns': {k: gain}}
-  over the columns the prior moves.
+  over the columns the prior moves. A run with `imitation.deform_identity` also has its field
+  read on the identity basis (−B_id β̂, solved jointly): 'id_gain' and 'id_correlation', pooled.
+  `offset` (world units) reads Δ at the vertices moved that far towards the frontal camera
+  (negative: into the head) against the same vertices' offsets: how far from the mesh the field
+  still carries the expression (a rendered surface need not lie on the mesh).
   """
+  from anifacegan_jax.rendering.camera import camera_origin
   from anifacegan_jax.face3d import geometry
   from anifacegan_jax.models.generator import AnimatableGenerator
+  identity = bool(run.config.imitation.get("deform_identity", False))
   latents = sample_latents(run.prior, jax.random.key(seed), num)
   z_exp = np.asarray(latents.z_exp)
   spread = z_exp.std(0)
@@ -90,20 +96,32 @@ def field_gains(run, face, params, num: int = 64, seed: int = 0) -> dict:
     codes = run.generator.apply({"params": params}, latents, method=AnimatableGenerator.codes)
     vertices = geometry.model_to_world(jax.vmap(lambda i, e: geometry.face_vertices(face, i, e))(
         latents.z_id, latents.z_exp))
+    frontal = jnp.full((), jnp.pi / 2)  # φ = θ = π/2
+    towards = camera_origin(frontal, frontal, run.generator.camera_radius) - vertices
+    queries = vertices + offset * towards / jnp.linalg.norm(towards, axis=-1, keepdims=True)
     delta = jax.vmap(lambda x, c: run.generator.apply(
-        {"params": params}, x, c, method=AnimatableGenerator.deform))(vertices, codes)
-    unit = jnp.eye(64)[used]
-    basis = -geometry.model_to_world(jax.vmap(lambda e: geometry.expression_offsets(face, e))(unit))
-    a = basis.reshape(len(used), -1).T  # (3V, K)
+        {"params": params}, x, c, method=AnimatableGenerator.deform))(queries, codes)
+    basis = jax.vmap(lambda e: geometry.expression_offsets(face, e))(jnp.eye(64)[used])
+    if identity:
+      basis = jnp.concatenate(
+          [basis, jax.vmap(lambda i: geometry.identity_offsets(face, i))(jnp.eye(80))])
+    a = -geometry.model_to_world(basis).reshape(basis.shape[0], -1).T  # (3V, K)
     return jnp.linalg.lstsq(a, delta.reshape(delta.shape[0], -1).T)[0].T  # (num, K)
 
   coefficients = np.asarray(read(params, latents))
-  x = z_exp[:, used] - z_exp[:, used].mean(0)
-  y = coefficients - coefficients.mean(0)
-  columns = (x * y).sum(0) / (x * x).sum(0)
-  return dict(gain=float((x * y).sum() / (x * x).sum()),
-              correlation=float(np.corrcoef(x.ravel(), y.ravel())[0, 1]),
-              columns={int(k): float(g) for k, g in zip(used, columns)})
+
+  def slopes(z, c):
+    x, y = z - z.mean(0), c - c.mean(0)
+    return (x * y).sum(0) / (x * x).sum(0), float((x * y).sum() / (x * x).sum()), float(
+        np.corrcoef(x.ravel(), y.ravel())[0, 1])
+
+  columns, gain, correlation = slopes(z_exp[:, used], coefficients[:, :len(used)])
+  out = dict(gain=gain, correlation=correlation,
+             columns={int(k): float(g) for k, g in zip(used, columns)})
+  if identity:
+    _, out["id_gain"], out["id_correlation"] = slopes(np.asarray(latents.z_id),
+                                                      coefficients[:, len(used):])
+  return out
 
 
 def _own_width(run) -> int:
@@ -158,10 +176,18 @@ def main(argv=None) -> dict:
   parser.add_argument("--b1", type=float, default=0.0, help="refit Adam β1 (0: the generator's)")
   parser.add_argument("--points", type=int, default=0, help="refit query points per image "
                       "(0: the config's imitation.points; the ratio is always measured with those)")
+  parser.add_argument("--noise", type=float, default=0.0, help="refit query points' std around "
+                      "their vertex, world units (0: the config's imitation.noise; the ratio is "
+                      "always measured with the config's)")
   parser.add_argument("--deform_hidden", type=int, default=0, help="refit a deformation network "
                       "of this width (with --fresh; 0: the model's)")
   parser.add_argument("--exp_scale", type=float, default=0.0, help="refit a deformation network "
                       "with this model.deform_exp_scale (needs --fresh; 0: the model's)")
+  parser.add_argument("--identity", action="store_true", help="refit with "
+                      "imitation.deform_identity (Eq. 8's reference −B_id β − B_exp γ: the field "
+                      "also warps the identity to the mean face; needs --fresh)")
+  parser.add_argument("--offsets", default="", help="comma-separated distances in mm: the "
+                      "field gains also at the vertices moved this far towards the camera")
   parser.add_argument("--save", default="", help="write the model with the refitted field as a "
                       "model folder here (the source's reconstruction network copied along)")
   parser.add_argument("--num_eval", type=int, default=128, help="prior samples for the ratio")
@@ -176,12 +202,24 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.steps < 0 or args.batch < 1 or args.num_eval < 1 or not 0 <= args.b1 < 1:
     parser.error("--steps must be >= 0, --batch and --num_eval >= 1, --b1 in [0, 1)")
-  if args.points < 0 or args.deform_hidden < 0 or args.exp_scale < 0 or (
-      (args.deform_hidden or args.exp_scale) and not args.fresh):
-    parser.error("--points, --deform_hidden and --exp_scale must be >= 0; --deform_hidden and "
-                 "--exp_scale need --fresh")
+  if args.points < 0 or args.noise < 0 or args.deform_hidden < 0 or args.exp_scale < 0 or (
+      (args.deform_hidden or args.exp_scale or args.identity) and not args.fresh):
+    parser.error("--points, --noise, --deform_hidden and --exp_scale must be >= 0; --deform_hidden, "
+                 "--exp_scale and --identity need --fresh")
   if args.save and not args.steps:
     parser.error("--save writes a refitted field: give --steps")
+
+  try:
+    offsets = [float(mm) for mm in args.offsets.split(",") if mm.strip()]
+  except ValueError:
+    parser.error(f"--offsets={args.offsets!r}: expected comma-separated millimetres")
+
+  def gains(run, params):
+    out = field_gains(run, face, params)
+    if offsets:
+      out["at_offset_mm"] = {mm: field_gains(run, face, params, offset=mm / 1000.0)
+                             for mm in offsets}
+    return out
 
   run = experiment.load_pretrained(args.pretrained)
   config = run.config
@@ -195,7 +233,7 @@ def main(argv=None) -> dict:
                 jax=jax.__version__, device=jax.devices()[0].device_kind,
                 python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
   record["own_field"] = mean_terms(run, face, cfg, run.ema_params, args.num_eval, args.seed + 1)
-  record["own_field"]["gains"] = field_gains(run, face, run.ema_params)
+  record["own_field"]["gains"] = gains(run, run.ema_params)
   print(json.dumps(dict(own_field=record["own_field"])), flush=True)
   settings = evaluation.Settings(metrics=("control", "geometry"), control_num=args.control_num,
                                  geometry_num=args.geometry_num, seed=args.seed,
@@ -208,19 +246,23 @@ def main(argv=None) -> dict:
     if args.steps:
       changes = dict(deform_hidden=args.deform_hidden, deform_exp_scale=args.exp_scale)
       changes = {k: v for k, v in changes.items() if v}
-      if changes:
+      if changes or args.identity:
         config = config.copy_and_resolve_references()
         config.model.update(changes)
+        if args.identity:
+          config.imitation.deform_identity = True
+          cfg = dataclasses.replace(cfg, deform_identity=True)  # the refit field's ratio too
         run = dataclasses.replace(run, config=config,
                                   generator=run.generator.clone(**changes))
-      fit_cfg = dataclasses.replace(cfg, imitation_points=args.points or cfg.imitation_points)
+      fit_cfg = dataclasses.replace(cfg, imitation_points=args.points or cfg.imitation_points,
+                                    imitation_noise=args.noise or cfg.imitation_noise)
       tick = time.perf_counter()
       params, record["refit_curve"] = refit(run, face, fit_cfg, args.steps, lr, args.batch,
                                             args.seed + 2, max(1, args.steps // 20), args.fresh,
                                             args.b1)
       record["refit_s"] = round(time.perf_counter() - tick, 1)
       record["refit_field"] = mean_terms(run, face, cfg, params, args.num_eval, args.seed + 1)
-      record["refit_field"]["gains"] = field_gains(run, face, params)
+      record["refit_field"]["gains"] = gains(run, params)
       print(json.dumps(dict(refit_field=record["refit_field"])), flush=True)
       refitted = dataclasses.replace(run, ema_params=params)
       if args.save:

@@ -17,6 +17,10 @@ with z_exp:
 The reference row applies the same to the SynthFaces test split rendered by the dataset's own
 rasteriser (the expression zeroed in a copy of each scene, the rest of the scene equal): the
 reading's own floor for each number.
+
+`--code=id` asks the same of the identity: pairs with z_id and with z_id = 0 (the mean face's
+shape), the reading's 80 identity coefficients against z_id (the numbers keep their `exp_`
+names in the record, which names its `code`).
 """
 
 from __future__ import annotations
@@ -61,8 +65,13 @@ def summary(read: np.ndarray, read_zero: np.ndarray, z_exp: np.ndarray) -> dict:
                            for j in np.flatnonzero(moved)])
 
 
-def generator_pairs(run, reader, num: int, seed: int, resolution: int, batch: int) -> dict:
-  """Readings of `num` generated faces with their z_exp and with z_exp = 0."""
+CODES = {"exp": ("z_exp", "expression", cm.EXP), "id": ("z_id", "identity", cm.ID)}
+
+
+def generator_pairs(run, reader, num: int, seed: int, resolution: int, batch: int,
+                    code: str = "exp") -> dict:
+  """Readings of `num` generated faces with their z_exp and with z_exp = 0 (`code` 'id': z_id)."""
+  field, _, columns = CODES[code]
   key_latents, key_camera = jax.random.split(jax.random.key(seed))
   latents = sample_latents(run.prior, key_latents, num)
   cam = run.config.camera
@@ -71,18 +80,20 @@ def generator_pairs(run, reader, num: int, seed: int, resolution: int, batch: in
 
   def read(out, latents, camera):
     return {"exp": reader.net.apply(reader.variables, rendered.image_01(out.image),
-                                    train=False)[:, cm.EXP]}
+                                    train=False)[:, columns]}
 
   with_exp = evaluation.gather_run(run, latents, camera, read, resolution=resolution,
                                    batch_size=batch)["exp"]
-  neutral = dataclasses.replace(latents, z_exp=jnp.zeros_like(latents.z_exp))
+  neutral = dataclasses.replace(latents, **{field: jnp.zeros_like(getattr(latents, field))})
   without = evaluation.gather_run(run, neutral, camera, read, resolution=resolution,
                                   batch_size=batch)["exp"]
-  return summary(with_exp, without, np.asarray(latents.z_exp))
+  return summary(with_exp, without, np.asarray(getattr(latents, field)))
 
 
-def synthfaces_pairs(reader, num: int, resolution: int) -> dict:
-  """Readings of SynthFaces test examples 0..num-1 and of the same scenes with expression 0."""
+def synthfaces_pairs(reader, num: int, resolution: int, code: str = "exp") -> dict:
+  """Readings of SynthFaces test examples 0..num-1 and of the same scenes with expression 0
+  (`code` 'id': identity 0)."""
+  _, scene_field, columns = CODES[code]
   model = procedural.load_procedural()
   images, neutral, z_exp = [], [], []
   for index in range(num):
@@ -90,10 +101,11 @@ def synthfaces_pairs(reader, num: int, resolution: int) -> dict:
     params = synthetic.sample_scene(rng)
     rest = copy.deepcopy(rng)  # the same head, hair and background for the neutral copy
     images.append(synthetic.render_example(model, params, rng, resolution)["image"])
-    zero = dataclasses.replace(params, expression=np.zeros_like(params.expression))
+    zero = dataclasses.replace(
+        params, **{scene_field: np.zeros_like(getattr(params, scene_field))})
     neutral.append(synthetic.render_example(model, zero, rest, resolution)["image"])
-    z_exp.append(params.expression)
-  apply = jax.jit(lambda x: reader.net.apply(reader.variables, x, train=False)[:, cm.EXP])
+    z_exp.append(getattr(params, scene_field))
+  apply = jax.jit(lambda x: reader.net.apply(reader.variables, x, train=False)[:, columns])
   read = lambda x: np.asarray(apply(jnp.asarray(np.stack(x), jnp.float32) / 255.0))  # noqa: E731
   return summary(read(images), read(neutral), np.stack(z_exp))
 
@@ -106,6 +118,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--batch", type=int, default=8, help="generated images per device call")
   parser.add_argument("--recon", default="synthfaces", help="the reading network")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--code", default="exp", choices=sorted(CODES),
+                      help="the code of the pairs: exp (z_exp vs 0) or id (z_id vs 0)")
   parser.add_argument("--skip_reference", action="store_true", help="generator pairs only")
   parser.add_argument("--out", required=True, help="JSON record")
   args = parser.parse_args(argv)
@@ -113,16 +127,16 @@ def main(argv=None) -> dict:
     parser.error("--num must be >= 2, --resolution >= 8, --batch >= 1")
   run = experiment.load_pretrained(args.pretrained)
   reader = evaluation.load_reader(run, evaluation.Settings(metrics=("control",), recon=args.recon))
-  record = dict(pretrained=str(args.pretrained), step=run.step, args=vars(args),
+  record = dict(pretrained=str(args.pretrained), step=run.step, args=vars(args), code=args.code,
                 jax=jax.__version__, device=jax.devices()[0].device_kind,
                 python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
   tick = time.perf_counter()
   record["generator"] = generator_pairs(run, reader, args.num, args.seed, args.resolution,
-                                        args.batch)
+                                        args.batch, args.code)
   record["generator_s"] = round(time.perf_counter() - tick, 1)
   print(json.dumps(dict(generator=record["generator"])), flush=True)
   if not args.skip_reference:
-    record["synthfaces"] = synthfaces_pairs(reader, args.num, args.resolution)
+    record["synthfaces"] = synthfaces_pairs(reader, args.num, args.resolution, args.code)
     print(json.dumps(dict(synthfaces=record["synthfaces"])), flush=True)
   write_record(args.out, record)
   return record

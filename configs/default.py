@@ -90,6 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
   #                                                L_lm) train the deformation network (paper);
   #                                                False: only Eq. 8-11 do (BENCHMARKS.md "The 64²
   #                                                run": the field then follows the 3DMM)
+  config.imitation.deform_identity = False  # Eq. 8's field also undoes the identity's shape
+  #                                           (−B_id β − B_exp γ: warps to the mean face S̄); False:
+  #                                           the paper's −B_exp γ
   config.imitation.deform_warmup_steps = 0  # before a fresh run's first iteration, this many
   #                                           Adam steps of the deformation network alone on
   #                                           Eq. 8-11 (optim.deform_lr; stage 0's per-device

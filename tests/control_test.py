@@ -85,15 +85,21 @@ def test_landmark_depth_reads_the_depth_map_at_the_projected_landmarks(tmp_path)
     assert float(errors[b]) == pytest.approx(1000 * np.mean(np.abs(read - true)), rel=1e-4)
 
 
+def _benchmark(name):
+  """benchmarks/<name>.py imported as a module."""
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def test_expression_gain_summary_separates_bias_from_following():
   # benchmarks/expression_gain.py: a reading biased by the generator's look, and one that shows
   # half of each expression.
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "expression_gain.py"
-  spec = importlib.util.spec_from_file_location("expression_gain", path)
-  gain = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(gain)
+  gain = _benchmark("expression_gain")
   rng = np.random.default_rng(0)
   z = np.zeros((200, 64))
   z[:, :4] = rng.uniform(0, 1, (200, 4))
@@ -105,3 +111,22 @@ def test_expression_gain_summary_separates_bias_from_following():
   assert out["exp_rmse"] > out["zero_rmse"] > out["change_rmse"]
   ignored = gain.summary(bias + 0 * z, bias + 0 * z, z)
   assert ignored["gain"] == 0.0 and ignored["change_rmse"] == pytest.approx(ignored["zero_rmse"])
+
+
+def test_control_parts_split_the_landmark_error_by_code(tmp_path):
+  # benchmarks/control_parts.py: a reading with the true expression and a wrong identity owes
+  # its whole error to the identity, and each "zero" part is what ignoring that code scores.
+  from anifacegan_jax.synthfaces import procedural
+  parts = _benchmark("control_parts")
+  face = procedural.load_procedural(cache_dir=tmp_path).arrays()
+  rng = np.random.default_rng(1)
+  target = np.zeros((4, 257), np.float32)
+  target[:, cm.ID] = rng.normal(0, 0.8, (4, 80))
+  target[:, cm.EXP] = rng.uniform(0, 0.5, (4, 64))
+  pred = target.copy()
+  pred[:, cm.ID] = rng.normal(0, 0.8, (4, 80))
+  out = parts.landmark_parts(jnp.asarray(pred), jnp.asarray(target), face)
+  assert out["true_id_read_exp_mm"] == pytest.approx(0.0, abs=1e-4)
+  assert out["read_id_true_exp_mm"] == pytest.approx(out["landmark_mm"], rel=1e-6)
+  assert out["landmark_mm"] > out["zero_id_true_exp_mm"] > 0
+  assert out["mean_face_mm"] > out["true_id_zero_exp_mm"] > 0

@@ -205,3 +205,31 @@ def test_landmark_loss_without_a_network_is_refused(setup, face_and_recon):
                        camera, out, jax.random.key(6), cfg)
   with pytest.raises(ValueError, match="landmark_dims must be 2 or 3"):
     step_config(resolution=8, per_device_batch=2, landmark_dims=1)
+
+
+def test_the_identity_carrying_field_warps_every_face_to_the_mean_shape(setup, face_and_recon):
+  from anifacegan_jax.face3d import geometry
+  from anifacegan_jax.types import Latents
+  generator, _, _, _, state, _ = setup
+  face = face_and_recon[0]
+  rng = np.random.default_rng(7)
+  z_id = jnp.asarray(rng.normal(0, 0.8, (2, 80)), jnp.float32)
+  z_exp = jnp.asarray(rng.normal(0, 0.2, (2, 64)), jnp.float32)
+  vertices = jax.vmap(geometry.face_vertices, in_axes=(None, 0, 0))(face, z_id, z_exp)
+  undo = lambda identity: jax.vmap(  # noqa: E731
+      lambda i, e: ts.reference_offsets(face, i, e, identity))(z_id, z_exp)
+  np.testing.assert_allclose(vertices - undo(True), np.broadcast_to(face.mean_shape,
+                                                                    vertices.shape), atol=1e-5)
+  neutral = jax.vmap(geometry.face_vertices, in_axes=(None, 0, None))(face, z_id, jnp.zeros(64))
+  np.testing.assert_allclose(vertices - undo(False), neutral, atol=1e-5)
+  # Wired through Eq. 8: for neutral faces the paper's zero field is exact, the identity one not.
+  zero = jax.tree_util.tree_map(jnp.zeros_like, state.g_params["deformation"])
+  params = dict(state.g_params, deformation=zero)
+  latents = Latents(z_id=z_id, z_exp=jnp.zeros_like(z_exp), noise=jnp.zeros((2, 80)))
+  cfg = step_config(resolution=8, per_device_batch=2, chunk_size=64, chamfer_weight=0.0,
+                    deform_weight=1.0, imitation_points=32)
+  term = lambda c: float(ts.imitation_terms(  # noqa: E731
+      generator, params, ts.Teachers(face=face), latents, None, None, jax.random.key(1),
+      c)["deform_imitation"])
+  assert term(cfg) == 0.0
+  assert term(dataclasses.replace(cfg, deform_identity=True)) > 1e-7

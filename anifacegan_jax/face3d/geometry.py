@@ -35,8 +35,7 @@ def face_vertices(arrays: MorphableArrays, id_coeff: Array, exp_coeff: Array) ->
   Returns:
     (N, 3) vertices, model frame (3DMM units).
   """
-  identity = jnp.einsum("nck,k->nc", arrays.id_basis, id_coeff)
-  return arrays.mean_shape + identity + expression_offsets(arrays, exp_coeff)
+  return arrays.mean_shape + identity_offsets(arrays, id_coeff) + expression_offsets(arrays, exp_coeff)
 
 
 def expression_offsets(arrays: MorphableArrays, exp_coeff: Array) -> Array:
@@ -47,6 +46,11 @@ def expression_offsets(arrays: MorphableArrays, exp_coeff: Array) -> Array:
   translation=0)` for world units.
   """
   return jnp.einsum("nck,k->nc", arrays.exp_basis, exp_coeff)
+
+
+def identity_offsets(arrays: MorphableArrays, id_coeff: Array) -> Array:
+  """(N, 3) B_id β for β (80,), model frame: the identity's displacement of every vertex from S̄."""
+  return jnp.einsum("nck,k->nc", arrays.id_basis, id_coeff)
 
 
 def face_albedo(arrays: MorphableArrays, tex_coeff: Array) -> Array:
