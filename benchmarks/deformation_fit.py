@@ -150,6 +150,9 @@ def refit(run, face, cfg, steps: int, lr: float, batch: int, seed: int, log_ever
   return dict(params, deformation=deform), curve
 
 
+REFITTED = ", deformation refitted"
+
+
 def save_refitted(source, run, out) -> pathlib.Path:
   """Model folder `out`: `run` (the refitted field in its parameters, its config) with the prior,
   step and reconstruction network of the model folder `source`."""
@@ -159,9 +162,11 @@ def save_refitted(source, run, out) -> pathlib.Path:
   if pretrained.has_recon(path):
     recon = (json.loads((path / pretrained.RECON_CONFIG).read_text()),
              pretrained.read_recon(path)[1], str(info.get("recon", path.name)))
+  source = str(info.get("workdir", path.name))
+  if not source.endswith(REFITTED):  # a refit of a refit is still one
+    source += REFITTED
   return pretrained.write(out, run.config, run.ema_params, run.prior, step=run.step,
-                          source=f"{info.get('workdir', path.name)}, deformation refitted",
-                          recon=recon)
+                          source=source, recon=recon)
 
 
 def main(argv=None) -> dict:
