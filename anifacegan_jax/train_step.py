@@ -93,7 +93,7 @@ class StepConfig:
   landmark_weight: float
   landmark_dims: int
   deform_image_gradient: bool
-  deform_identity: bool = False
+  deform_identity: bool
 
   def __post_init__(self):
     if self.landmark_dims not in (2, 3):
