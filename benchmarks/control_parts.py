@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import platform
 import sys
 import time
 
@@ -49,7 +48,7 @@ from anifacegan_jax.metrics import consistency, rendered  # noqa: E402
 from anifacegan_jax.metrics.control import MM_PER_WORLD_UNIT, target_coefficients  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
 from anifacegan_jax.rendering.camera import camera_origin, sample_camera  # noqa: E402
-from records import write_record  # noqa: E402  (benchmarks/, beside this script)
+from records import header, write_record  # noqa: E402  (benchmarks/, beside this script)
 
 
 def landmark_parts(pred: jax.Array, target: jax.Array, face) -> dict:
@@ -122,9 +121,7 @@ def main(argv=None) -> dict:
   got = evaluation.gather_run(run, latents, camera, read, resolution=args.resolution,
                               batch_size=args.batch)
   target = target_coefficients(latents.z_id, latents.z_exp, camera.pitch, camera.yaw)
-  record = dict(pretrained=str(args.pretrained), step=run.step, args=vars(args),
-                jax=jax.__version__, device=jax.devices()[0].device_kind,
-                python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
+  record = header(args, run)
   record["landmarks"] = landmark_parts(jnp.asarray(got["pred"]), target, face)
   record["surface"] = dict(depth_bias_mm=float(np.mean(got["depth"])),
                            surface_bias_mm=float(np.mean(got["surface"])),

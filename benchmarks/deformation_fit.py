@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # records.py, beside this script
 from anifacegan_jax import curriculum, evaluation, experiment, pretrained, warmup  # noqa: E402
 from anifacegan_jax import train_step as ts  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
-from records import write_record  # noqa: E402  (benchmarks/, beside this script)
+from records import header, write_record  # noqa: E402  (benchmarks/, beside this script)
 
 
 def deformation_terms(generator, face, cfg, params, latents, key):
@@ -234,9 +233,7 @@ def main(argv=None) -> dict:
   if cfg.deform_weight <= 0:
     raise SystemExit(f"{args.pretrained}: config.imitation.deform_weight is 0 (nothing to fit)")
   lr = args.lr if args.lr is not None else float(config.optim.deform_lr)
-  record = dict(pretrained=str(args.pretrained), step=run.step, args=vars(args), lr=lr,
-                jax=jax.__version__, device=jax.devices()[0].device_kind,
-                python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
+  record = header(args, run, lr=lr)
   record["own_field"] = mean_terms(run, face, cfg, run.ema_params, args.num_eval, args.seed + 1)
   record["own_field"]["gains"] = gains(run, run.ema_params)
   print(json.dumps(dict(own_field=record["own_field"])), flush=True)

@@ -30,7 +30,6 @@ import copy
 import dataclasses
 import json
 import pathlib
-import platform
 import sys
 import time
 
@@ -47,7 +46,7 @@ from anifacegan_jax.metrics import rendered  # noqa: E402
 from anifacegan_jax.models.priors import sample_latents  # noqa: E402
 from anifacegan_jax.rendering.camera import sample_camera  # noqa: E402
 from anifacegan_jax.synthfaces import procedural, synthetic  # noqa: E402
-from records import write_record  # noqa: E402  (benchmarks/, beside this script)
+from records import header, write_record  # noqa: E402  (benchmarks/, beside this script)
 
 
 def summary(read: np.ndarray, read_zero: np.ndarray, z_exp: np.ndarray) -> dict:
@@ -127,9 +126,7 @@ def main(argv=None) -> dict:
     parser.error("--num must be >= 2, --resolution >= 8, --batch >= 1")
   run = experiment.load_pretrained(args.pretrained)
   reader = evaluation.load_reader(run, evaluation.Settings(metrics=("control",), recon=args.recon))
-  record = dict(pretrained=str(args.pretrained), step=run.step, args=vars(args), code=args.code,
-                jax=jax.__version__, device=jax.devices()[0].device_kind,
-                python=platform.python_version(), date=time.strftime("%Y-%m-%d"))
+  record = header(args, run, code=args.code)
   tick = time.perf_counter()
   record["generator"] = generator_pairs(run, reader, args.num, args.seed, args.resolution,
                                         args.batch, args.code)
