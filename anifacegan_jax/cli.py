@@ -4,6 +4,7 @@ one line, and user errors (missing files, bad configs) shown as messages, not tr
 from __future__ import annotations
 
 import logging as py_logging
+import os
 import pathlib
 import signal
 import sys
@@ -13,6 +14,11 @@ import traceback
 from typing import Callable
 
 from absl import app, flags, logging
+
+flags.DEFINE_string("compilation_cache", "", "Directory of JAX's persistent compilation cache, "
+                    "so a second run skips the compiles of the first: '' = "
+                    "$JAX_COMPILATION_CACHE_DIR, else the user cache (~/.cache/anifacegan_jax/"
+                    "xla); 'none' turns it off.")
 
 
 class StopRequested(RuntimeError):
@@ -168,12 +174,37 @@ def _quiet_library_logs() -> None:
   logging.get_absl_logger().addFilter(Filter())  # every absl.logging call goes through it
 
 
+def default_cache_dir() -> pathlib.Path:
+  """$XDG_CACHE_HOME/anifacegan_jax/xla (~/.cache/anifacegan_jax/xla)."""
+  root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(root) / "anifacegan_jax" / "xla"
+
+
+def enable_compilation_cache(directory: str) -> pathlib.Path | None:
+  """Turn on JAX's persistent compilation cache in `directory` ('' = $JAX_COMPILATION_CACHE_DIR,
+  else `default_cache_dir()`; 'none' = off). A directory that cannot be written only costs the
+  cache: a warning, and the run goes on compiling as usual. Returns the directory in use."""
+  if directory.strip().lower() in ("none", "off"):
+    return None
+  path = pathlib.Path(directory or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                      or default_cache_dir()).expanduser()
+  try:
+    require_writable(path, "--compilation_cache")
+  except ValueError as error:
+    logging.warning("%s; running without the compilation cache", error)
+    return None
+  import jax
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  return path
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with clear config-override errors and one-line user errors."""
   def wrapped(argv):
     from anifacegan_jax import distributed
     _quiet_library_logs()
     try:
+      enable_compilation_cache(flags.FLAGS.compilation_cache)
       main(argv)
     except USER_ERRORS as error:
       sys.stderr.write(f"{'stopped' if isinstance(error, Interrupted) else 'error'}: {error}\n")

@@ -3,7 +3,8 @@
   python benchmarks/render.py --resolutions=32,64,128 --batch=4 --out=benchmarks/render.json
 
 Writes one JSON record per (resolution, mode) to --out and prints a Markdown table for
-BENCHMARKS.md. Timings exclude compilation (one warm-up call) and use `block_until_ready`.
+BENCHMARKS.md. Compile time is reported apart from the run time (median of --repeats calls after a warm-up,
+each waited for with `block_until_ready`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import argparse
 import functools
 import json
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,21 +20,13 @@ import jax.numpy as jnp
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
 from anifacegan_jax.rendering.camera import sample_camera
 from anifacegan_jax.types import Latents
+from timing import compile_and_time
 
 
 def _latents(key, batch):
   k1, k2, k3 = jax.random.split(key, 3)
   return Latents(z_id=jax.random.normal(k1, (batch, 80)), z_exp=jax.random.normal(k2, (batch, 64)),
                  noise=jax.random.normal(k3, (batch, 80)))
-
-
-def _time(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))  # compile + warm up
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / repeats
 
 
 def _peak_bytes():
@@ -58,9 +50,9 @@ def bench(resolution: int, batch: int, chunk: int, repeats: int) -> list[dict]:
   records = []
   for mode, fn, args in (("forward", forward, (variables, latents, camera)),
                          ("forward+backward", backward, (variables["params"], latents, camera))):
-    seconds = _time(fn, *args, repeats=repeats)
+    compile_s, seconds = compile_and_time(fn, *args, repeats=repeats)
     records.append(dict(resolution=resolution, batch=batch, chunk=chunk, mode=mode,
-                        seconds_per_batch=seconds, images_per_second=batch / seconds,
+                        compile_s=compile_s, seconds_per_batch=seconds, images_per_second=batch / seconds,
                         peak_bytes=_peak_bytes(), device=jax.devices()[0].device_kind,
                         backend=jax.default_backend(), jax=jax.__version__,
                         host=platform.node()))
@@ -79,11 +71,12 @@ def main():
   records = []
   for resolution in (int(r) for r in args.resolutions.split(",")):
     records += bench(resolution, args.batch, args.chunk, args.repeats)
-  print("\n| device | res | batch | mode | images/s | peak GiB |\n|---|---|---|---|---|---|")
+  print("\n| device | res | batch | mode | images/s | compile s | peak GiB |\n"
+        "|---|---|---|---|---|---|---|")
   for r in records:
     peak = f"{r['peak_bytes'] / 2**30:.2f}" if r["peak_bytes"] else "n/a"
     print(f"| {r['device']} | {r['resolution']}² | {r['batch']} | {r['mode']} | "
-          f"{r['images_per_second']:.2f} | {peak} |")
+          f"{r['images_per_second']:.2f} | {r['compile_s']:.1f} | {peak} |")
   if args.out:
     with open(args.out, "w") as f:
       json.dump(records, f, indent=1)

@@ -35,6 +35,7 @@ from anifacegan_jax.models.priors import GaussianPrior, sample_latents  # noqa: 
 from anifacegan_jax.synthfaces import procedural, synthetic  # noqa: E402
 from anifacegan_jax.types import Batch, Camera  # noqa: E402
 from configs import default  # noqa: E402
+from timing import compile_and_time  # noqa: E402  (benchmarks/, beside this script)
 
 # The step of the adversarial loss alone (configs/default.py's settings otherwise).
 IMITATION_OFF = dict(chamfer_weight=0.0, deform_weight=0.0, reg_weight=0.0, smooth_weight=0.0)
@@ -60,16 +61,6 @@ def _setup(resolution, per_device_batch, batch_split, prior=None):
   return generator, discriminator, g_tx, d_tx, state, cfg
 
 
-def _time(fn, args, repeats):
-  out = fn(*args)
-  jax.block_until_ready(out)
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / repeats
-
-
 def bench_steps(resolution, per_device_batch, batch_split, repeats):
   generator, discriminator, g_tx, d_tx, state, cfg = _setup(resolution, per_device_batch,
                                                             batch_split)
@@ -83,11 +74,11 @@ def bench_steps(resolution, per_device_batch, batch_split, repeats):
                                     d_tx=d_tx, cfg=cfg), axis_name=ts.AXIS)
   g_fn = jax.pmap(functools.partial(ts.g_step, generator=generator, discriminator=discriminator,
                                     g_tx=g_tx, cfg=cfg), axis_name=ts.AXIS)
-  d_seconds = _time(d_fn, (replicated, batch, key), repeats)
-  g_seconds = _time(g_fn, (replicated, key), repeats)
+  d_compile, d_seconds = compile_and_time(d_fn, replicated, batch, key, repeats=repeats)
+  g_compile, g_seconds = compile_and_time(g_fn, replicated, key, repeats=repeats)
   images = devices * per_device_batch
   record = dict(resolution=resolution, devices=devices, per_device_batch=per_device_batch,
-                batch_split=batch_split, d_step_s=d_seconds, g_step_s=g_seconds,
+                batch_split=batch_split, d_compile_s=d_compile, g_compile_s=g_compile, d_step_s=d_seconds, g_step_s=g_seconds,
                 d_images_per_s=images / d_seconds, g_images_per_s=images / g_seconds,
                 iteration_images_per_s=images / (d_seconds + g_seconds), peak_gib=_peak_gib(),
                 device=jax.devices()[0].device_kind, jax=jax.__version__)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from anifacegan_jax.models.layers import polynomial_sin, sine_function
 from anifacegan_jax.models.generator import (AnimatableGenerator, init_generator,
                                              mean_radiance_codes, render)
 from anifacegan_jax.types import Camera, Latents
@@ -160,3 +161,29 @@ def test_deform_exp_scale_multiplies_the_expression_code_and_nothing_else():
   # The same parameter tree: a released checkpoint loads at any scale.
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
       scaled.init(jax.random.key(2), z_id, z_exp, method=DeformationField.code))
+
+
+def test_the_polynomial_sine_is_sine_to_float32_precision():
+  x = jnp.linspace(-3000.0, 3000.0, 200_001)
+  exact = np.sin(np.asarray(x, np.float64))
+  assert np.abs(np.asarray(polynomial_sin(x)) - exact).max() < 2e-7
+  slope = jax.vmap(jax.grad(polynomial_sin))(x[::100])
+  assert np.abs(np.asarray(slope) - np.cos(np.asarray(x[::100], np.float64))).max() < 2e-7
+  curvature = jax.vmap(jax.grad(jax.grad(polynomial_sin)))(x[::1000])  # L_smooth's double backward
+  assert np.abs(np.asarray(curvature) + exact[::1000]).max() < 1e-6
+  assert sine_function("xla") is jnp.sin and sine_function("polynomial") is polynomial_sin
+  with pytest.raises(ValueError, match="model.sine must be one of"):
+    sine_function("fast")
+
+
+def test_the_polynomial_sine_renders_the_same_image(model_and_variables):
+  model, variables = model_and_variables
+  latents, cam = _latents(5, 2), Camera(pitch=jnp.array([1.5, 1.6]), yaw=jnp.array([1.4, 1.8]))
+  images = [render(model.clone(sine=sine), variables, latents, cam, resolution=16).image
+            for sine in ("xla", "polynomial")]
+  np.testing.assert_allclose(images[0], images[1], atol=2e-5)
+  grads = [jax.grad(lambda p: jnp.mean(render(model.clone(sine=sine), {"params": p}, latents, cam,
+                                              resolution=8).image))(variables["params"])
+           for sine in ("xla", "polynomial")]
+  for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
+    np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(a).max()) + 1e-9)

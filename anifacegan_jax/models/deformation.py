@@ -31,6 +31,7 @@ class DeformationField(nn.Module):
     exp_scale: z_exp is multiplied by this before the mapping network (1: released). Expression
       coefficients an order smaller than the identity's (SynthFaces' blendshape weights, std
       ≈ 0.2 against 0.8) otherwise reach F's conditioning as a small part of its input.
+    sine: the FiLM layers' sine ('auto', 'xla', 'polynomial'; `layers.sine_function`).
   """
 
   hidden: int = 128
@@ -39,11 +40,13 @@ class DeformationField(nn.Module):
   output_dim: int = 7
   final_bias_init: str = "zeros"
   exp_scale: float = 1.0
+  sine: str = "auto"
 
   def setup(self):
     self.mapping = MappingNetwork(hidden=self.hidden, num_film=self.num_layers,
                                   film_width=self.hidden)
-    self.film = [FiLMLayer(self.hidden, first=i == 0) for i in range(self.num_layers)]
+    self.film = [FiLMLayer(self.hidden, first=i == 0, sine=self.sine)
+                 for i in range(self.num_layers)]
     self.output = Linear(self.output_dim, kernel_init=nn.initializers.zeros,
                          bias_init=self.final_bias_init)
 

@@ -56,10 +56,12 @@ class RadianceNet(nn.Module):
   Attributes:
     hidden: trunk width (256).
     num_layers: trunk depth (8).
+    sine: the FiLM layers' sine ('auto', 'xla', 'polynomial'; `layers.sine_function`).
   """
 
   hidden: int = 256
   num_layers: int = 8
+  sine: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, directions: Array, freq: Array,
@@ -79,13 +81,13 @@ class RadianceNet(nn.Module):
     sigma = jnp.zeros(x.shape[:-1] + (1,), x.dtype)
     logits = jnp.zeros(x.shape[:-1] + (3,), x.dtype)
     for i in range(self.num_layers):
-      h = FiLMLayer(self.hidden, first=i == 0, name=f"film_{i}")(h, freq[i], phase[i])
+      h = FiLMLayer(self.hidden, first=i == 0, sine=self.sine, name=f"film_{i}")(h, freq[i], phase[i])
       if i == 0:
         continue
       feature = h
       if i == self.num_layers - 1:
         view_in = jnp.concatenate([jnp.broadcast_to(directions, h.shape[:-1] + (3,)), h], -1)
-        feature = FiLMLayer(self.hidden, name="color_film")(view_in, freq[-1], phase[-1])
+        feature = FiLMLayer(self.hidden, sine=self.sine, name="color_film")(view_in, freq[-1], phase[-1])
       sigma = sigma + Linear(1, name=f"sigma_head_{i - 1}")(h)
       logits = logits + Linear(3, name=f"color_head_{i - 1}")(feature)
     return widened_sigmoid(logits), sigma[..., 0]
