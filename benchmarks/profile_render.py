@@ -8,7 +8,8 @@ sample, manifold predictor at every sample, the crossing search and interpolatio
 the 24 points per ray, compositing; then the whole `render` (chunked, as `sample` runs it) and its
 forward+backward (`remat` off and on). Each stage's FLOPs come from XLA's cost analysis of its
 compiled program, so its rate can be set against the machine's float32 matmul peak (a 2048² jnp
-matmul, measured here). Seconds are medians of --repeats calls; compile time is reported apart.
+matmul, measured here). Seconds are medians of --repeats calls; compile time is reported apart
+(≈ 0 for the forward stages, compiled already to make the next stage's inputs).
 """
 
 from __future__ import annotations
