@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from anifacegan_jax.models.generator import AnimatableGenerator, init_generator, render
+from anifacegan_jax.models.layers import SINES
 from anifacegan_jax.rendering.camera import sample_camera
 from anifacegan_jax.types import Latents
 from timing import compile_and_time
@@ -34,8 +35,8 @@ def _peak_bytes():
   return stats.get("peak_bytes_in_use")
 
 
-def bench(resolution: int, batch: int, chunk: int, repeats: int) -> list[dict]:
-  model = AnimatableGenerator()
+def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str) -> list[dict]:
+  model = AnimatableGenerator(sine=sine)
   variables = init_generator(model, jax.random.key(0))
   latents = _latents(jax.random.key(1), batch)
   camera = sample_camera(jax.random.key(2), batch, yaw_std=0.3, pitch_std=0.155, clamp=1.3)
@@ -51,7 +52,7 @@ def bench(resolution: int, batch: int, chunk: int, repeats: int) -> list[dict]:
   for mode, fn, args in (("forward", forward, (variables, latents, camera)),
                          ("forward+backward", backward, (variables["params"], latents, camera))):
     compile_s, seconds = compile_and_time(fn, *args, repeats=repeats)
-    records.append(dict(resolution=resolution, batch=batch, chunk=chunk, mode=mode,
+    records.append(dict(resolution=resolution, batch=batch, chunk=chunk, sine=sine, mode=mode,
                         compile_s=compile_s, seconds_per_batch=seconds, images_per_second=batch / seconds,
                         peak_bytes=_peak_bytes(), device=jax.devices()[0].device_kind,
                         backend=jax.default_backend(), jax=jax.__version__,
@@ -66,11 +67,12 @@ def main():
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--chunk", type=int, default=4096)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--sine", default="auto", choices=SINES, help="model.sine")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
   records = []
   for resolution in (int(r) for r in args.resolutions.split(",")):
-    records += bench(resolution, args.batch, args.chunk, args.repeats)
+    records += bench(resolution, args.batch, args.chunk, args.repeats, args.sine)
   print("\n| device | res | batch | mode | images/s | compile s | peak GiB |\n"
         "|---|---|---|---|---|---|---|")
   for r in records:

@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.deform_final_bias_init = "zeros"  # 'zeros' (Δ = 0 at init) or 'torch' (released)
   config.model.deform_exp_scale = 1.0  # z_exp's factor at F's mapping network (1: released)
   config.model.depth_gradient = False  # z of Eq. 4-5 with gradient (official: without; ablation)
-  config.model.sine = "xla"  # FiLM sine: xla, polynomial (4× faster on CPU), auto (CPU: poly)
+  config.model.sine = "auto"  # FiLM sine: xla, polynomial (4× faster on CPU), auto (CPU: poly)
 
   config.discriminator = ml_collections.ConfigDict()
   config.discriminator.fade_in = False  # pi-GAN fade-in path over `fade_steps` from each stage start

@@ -40,7 +40,7 @@ class DeformationField(nn.Module):
   output_dim: int = 7
   final_bias_init: str = "zeros"
   exp_scale: float = 1.0
-  sine: str = "xla"
+  sine: str = "auto"
 
   def setup(self):
     self.mapping = MappingNetwork(hidden=self.hidden, num_film=self.num_layers,

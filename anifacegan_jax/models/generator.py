@@ -81,8 +81,8 @@ class AnimatableGenerator(nn.Module):
       gradient (SPEC §2.5), the default; True exists for the ablation in BENCHMARKS.md, where a
       depth loss (L_Ch) pulling on z drifts every manifold out of the sampled range.
     sine: the sine of every FiLM-SIREN layer: 'xla' (jnp.sin), 'polynomial' (elementwise
-      arithmetic, within 2e-7 of it and ≈ 4× faster on the CPU, but slower to compile), 'auto'
-      (the polynomial on the CPU, jnp.sin elsewhere; `layers.sine_function`).
+      arithmetic, within 2e-7 of it and ≈ 4× faster on the CPU), 'auto' (the default: the
+      polynomial on the CPU, jnp.sin elsewhere; `layers.sine_function`).
   """
 
   warp: str = "single"
@@ -107,7 +107,7 @@ class AnimatableGenerator(nn.Module):
   deform_final_bias_init: str = "zeros"
   deform_exp_scale: float = 1.0
   depth_gradient: bool = False
-  sine: str = "xla"
+  sine: str = "auto"
 
   def setup(self):
     if self.warp not in WARP_MODES:

@@ -136,7 +136,7 @@ class FiLMLayer(nn.Module):
 
   features: int
   first: bool = False
-  sine: str = "xla"
+  sine: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, freq: Array, phase: Array) -> Array:

@@ -61,7 +61,7 @@ class RadianceNet(nn.Module):
 
   hidden: int = 256
   num_layers: int = 8
-  sine: str = "xla"
+  sine: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, directions: Array, freq: Array,
