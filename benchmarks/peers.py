@@ -331,7 +331,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=5,
                       help="timed calls per side per round, after one warm-up")
   parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
-  parser.add_argument("--chunk", type=int, default=4096, help="our rays per lax.map step")
+  parser.add_argument("--chunk", type=int, default=0,
+                      help="our rays per lax.map step (0: render's default, 256 on the CPU)")
   parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True,
                       help="rematerialise our chunks in the backward pass")
   parser.add_argument("--sine", default="auto", choices=SINES,

@@ -6,7 +6,7 @@ One image of the default generator (64 samples, 23 manifolds + the background), 
 call per stage, each stage jitted on the previous stage's outputs: deformation network at every
 sample, manifold predictor at every sample, the crossing search and interpolation, radiance net at
 the 24 points per ray, compositing; then the whole `render` (chunked, as `sample` runs it) and its
-forward+backward (`remat` off and on). Each stage's FLOPs come from XLA's cost analysis of its
+forward+backward (`remat` off and on), at render's default chunk size (--chunk: another). Each stage's FLOPs come from XLA's cost analysis of its
 compiled program, so its rate can be set against the machine's float32 matmul peak (a 2048² jnp
 matmul, measured here). Seconds are medians of --repeats calls; compile time is reported apart
 (≈ 0 for the forward stages, compiled already to make the next stage's inputs).
@@ -42,7 +42,7 @@ def flops(fn, *args) -> float:
   return float((analysis or {}).get("flops", 0.0))
 
 
-def stages(model: AnimatableGenerator, variables, resolution: int):
+def stages(model: AnimatableGenerator, variables, resolution: int, chunk: int):
   """[(name, jitted fn, args)] of the render's stages for one frontal image, inputs computed."""
   latents = jax.tree_util.tree_map(lambda x: x[0], Latents.dummy(1))
   latents = latents.replace(z_id=jax.random.normal(jax.random.key(1), (80,)),
@@ -82,7 +82,7 @@ def stages(model: AnimatableGenerator, variables, resolution: int):
                                                  delta=model.delta)))
   batched = jax.tree_util.tree_map(lambda x: x[None], latents)
   cameras = jax.tree_util.tree_map(lambda x: x[None], camera)
-  draw = functools.partial(render, model, resolution=resolution)
+  draw = functools.partial(render, model, resolution=resolution, chunk_size=chunk)
   whole = jax.jit(lambda v, l, c: draw(v, l, c).image)
 
   def grad_of(remat):
@@ -109,7 +109,7 @@ def stages(model: AnimatableGenerator, variables, resolution: int):
           ("radiance net fwd+bwd", backward(params_radiance, (0, 1, 3)),
            (params, points, rays.directions, codes)),
           ("compositing fwd+bwd", backward(composite, (0, 1)), (rgb, sigma, z, valid)),
-          ("whole render (chunk 4096)", whole, (variables, batched, cameras)),
+          ("whole render", whole, (variables, batched, cameras)),
           ("forward+backward (remat off)", grad_of(False), (variables["params"], batched, cameras)),
           ("forward+backward (remat on)", grad_of(True), (variables["params"], batched, cameras))]
 
@@ -119,6 +119,7 @@ def main():
   parser.add_argument("--resolution", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--skip", default="", help="comma-separated stage names to leave out")
+  parser.add_argument("--chunk", type=int, default=0, help="render's rays per chunk (0: default)")
   parser.add_argument("--sine", default="auto", choices=SINES, help="model.sine")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
@@ -127,7 +128,7 @@ def main():
   variables = init_generator(model, jax.random.key(0))
   rows = []
   skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-  for name, fn, fn_args in stages(model, variables, args.resolution):
+  for name, fn, fn_args in stages(model, variables, args.resolution, args.chunk):
     if name in skip:
       continue
     compile_s, seconds = compile_and_time(fn, *fn_args, repeats=args.repeats)

@@ -65,7 +65,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--resolutions", default="32,64")
   parser.add_argument("--batch", type=int, default=2)
-  parser.add_argument("--chunk", type=int, default=4096)
+  parser.add_argument("--chunk", type=int, default=0, help="0: render's default")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--sine", default="auto", choices=SINES, help="model.sine")
   parser.add_argument("--out", default="")

@@ -112,7 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.prior = "fit"  # latent prior of z_id/z_exp: 'fit' (Gaussian fitted to the training
   #                       set's coefficients), 'standard' (N(0, I)) or 'file:<path>' (a prior
   #                       from `python -m anifacegan_jax.fit_prior`, e.g. the coefficient VAEs)
-  config.chunk_size = 4096  # rays per lax.map step when rendering
+  config.chunk_size = 0  # rays per lax.map step when rendering; 0 = 256 on CPU, 4096 otherwise
   config.eval_resolution = 0  # render size of the metrics read by the reconstruction network
   #                             (control, ds, consistency); 0 = the training resolution
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from anifacegan_jax.models.layers import polynomial_sin, sine_function
-from anifacegan_jax.models.generator import (AnimatableGenerator, init_generator,
-                                             mean_radiance_codes, render)
+from anifacegan_jax.models.generator import (AnimatableGenerator, default_chunk_size,
+                                             init_generator, mean_radiance_codes, render)
 from anifacegan_jax.types import Camera, Latents
 
 
@@ -61,6 +61,10 @@ def test_chunking_does_not_change_the_image(model_and_variables):
   chunked = render(model, variables, latents, cam, resolution=12, chunk_size=50)  # padded
   np.testing.assert_allclose(whole.image, chunked.image, atol=1e-5)
   np.testing.assert_allclose(whole.depth, chunked.depth, atol=1e-5)
+  assert default_chunk_size() == 256  # chunk_size ≤ 0: 256 rays on the CPU
+  auto = render(model, variables, latents, cam, resolution=20, chunk_size=0)
+  np.testing.assert_array_equal(
+      auto.image, render(model, variables, latents, cam, resolution=20, chunk_size=256).image)
 
 
 def test_truncation_psi_zero_removes_the_noise(model_and_variables):

@@ -57,7 +57,7 @@ def landmark_depth_errors(face: MorphableArrays, latents, camera, depth, fov_deg
 def control_errors(generator: AnimatableGenerator, variables: PyTree, prior: Prior,
                    recon: ReconNet, recon_variables: PyTree, face: MorphableArrays, *,
                    key: PRNGKey, num: int = 256, batch_size: int = 16, resolution: int = 64,
-                   chunk_size: int = 4096, yaw_std: float, pitch_std: float,
+                   chunk_size: int = 0, yaw_std: float, pitch_std: float,
                    clamp: float) -> dict[str, float]:
   """Control metrics of `num` generated images (see the module docstring).
 

@@ -205,6 +205,17 @@ def mean_radiance_codes(model: AnimatableGenerator, variables: PyTree, key: PRNG
   return freq.mean(axis=0), phase.mean(axis=0)
 
 
+CPU_CHUNK_SIZE = 256  # rays per chunk whose activations stay in a CPU's cache
+ACCELERATOR_CHUNK_SIZE = 4096
+
+
+def default_chunk_size() -> int:
+  """Rays per `lax.map` step when `render` is given chunk_size ≤ 0: 256 on the CPU, where the
+  backward pass of 4,096-ray chunks is bound by memory traffic (≈ 1.7 × slower at 64²,
+  BENCHMARKS.md "Speed"), 4,096 on accelerators, which want the parallelism."""
+  return CPU_CHUNK_SIZE if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK_SIZE
+
+
 def _chunk_rays(rays: Rays, chunk: int) -> tuple[Rays, int]:
   """(B, N, 3) → (num_chunks, B, chunk, 3), padding N with copies of the last ray."""
   num = rays.origins.shape[1]
@@ -218,7 +229,7 @@ def _chunk_rays(rays: Rays, chunk: int) -> tuple[Rays, int]:
 
 
 def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, camera: Camera, *,
-           resolution: int, chunk_size: int = 4096, lock_view: bool = False,
+           resolution: int, chunk_size: int = 0, lock_view: bool = False,
            psi: float = 1.0, mean_codes: tuple[Array, Array] | None = None,
            remat: bool = False) -> RenderOutput:
   """Render a batch of images (pure; jit with `resolution` etc. static).
@@ -229,7 +240,7 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
     latents: batched Latents, leading dim B.
     camera: (B,) poses.
     resolution: R, images are R × R.
-    chunk_size: rays per `lax.map` step per image.
+    chunk_size: rays per `lax.map` step per image; ≤ 0: `default_chunk_size()`.
     lock_view: replace every view direction by (0, 0, −1) (rendering / FID protocol).
     psi: truncation ψ; needs `mean_codes` when ≠ 1.
     mean_codes: (freq, phase) from `mean_radiance_codes`.
@@ -244,6 +255,7 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
       raise ValueError("render(psi != 1) needs mean_codes from mean_radiance_codes()")
     codes = truncate(codes, *mean_codes, psi)
   rays = camera_lib.generate_rays(camera, resolution, model.fov_degrees, model.camera_radius)
+  chunk_size = chunk_size if chunk_size > 0 else default_chunk_size()
   chunks, num_rays = _chunk_rays(rays, min(chunk_size, resolution * resolution))
 
   def render_chunk(ray_chunk: Rays) -> RayOutput:
