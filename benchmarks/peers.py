@@ -179,7 +179,8 @@ class Official:
 
 # ----------------------------------------------------------------------------- our side
 
-def ours(resolution: int, batch: int, train: bool, chunk: int, remat: bool, sine: str):
+def ours(resolution: int, batch: int, train: bool, chunk: int, remat: bool, sine: str,
+         skip_invalid: str = "auto"):
   """(the call to time, returning the image (B, R, R, 3) or the gradient pytree; parameter count)."""
   model = AnimatableGenerator(sine=sine)
   variables = init_generator(model, jax.random.key(0))
@@ -188,10 +189,12 @@ def ours(resolution: int, batch: int, train: bool, chunk: int, remat: bool, sine
                     noise=jax.random.normal(k3, (batch, 80)))
   camera = Camera.frontal(batch)
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))
+  # auto: as this project runs: render's default for renders, off in the training step.
+  skip = dict(on=True, off=False, auto=False if train else None)[skip_invalid]
 
   def image(v, l, c):  # latents and camera are arguments, not constants XLA could fold
     return render(model, v, l, c, resolution=resolution, chunk_size=chunk,
-                  remat=train and remat).image
+                  remat=train and remat, skip_invalid=skip).image
 
   if train:
     step = jax.jit(jax.grad(lambda p, l, c: jnp.mean(image({**variables, "params": p}, l, c))))
@@ -251,7 +254,8 @@ def bench_case(name: str, modules, args, peak_gflops: float) -> dict:
   resolution, batch, train = spec["resolution"], spec["batch"], spec["train"]
   official = Official(modules, resolution, batch)
   official_call = official.train if train else official.render
-  our_call, our_params = ours(resolution, batch, train, args.chunk, args.remat, args.sine)
+  our_call, our_params = ours(resolution, batch, train, args.chunk, args.remat, args.sine,
+                              args.skip_invalid)
 
   # What is timed really renders the full image: one checked call per side (not timed).
   check = official_call()
@@ -337,6 +341,9 @@ def main():
                       help="rematerialise our chunks in the backward pass")
   parser.add_argument("--sine", default="auto", choices=SINES,
                       help="our FiLM layers' sine (model.sine)")
+  parser.add_argument("--skip_invalid", default="auto", choices=("auto", "on", "off"),
+                      help="our radiance only at valid points (auto: render's default for the "
+                           "renders, off for the training case, as the training step)")
   parser.add_argument("--out", default="", help="JSON record path")
   args = parser.parse_args()
   cases = [c for c in args.cases.split(",") if c]

@@ -30,17 +30,23 @@ def _latents(key, batch):
                  noise=jax.random.normal(k3, (batch, 80)))
 
 
+SKIP = {"auto": None, "on": True, "off": False}  # --skip_invalid → render(skip_invalid=)
+SKIP_NAMES = {v: k for k, v in SKIP.items()}
+
+
 def _peak_bytes():
   stats = jax.devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
 
 
-def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str) -> list[dict]:
+def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str,
+          skip_invalid: bool | None = None) -> list[dict]:
   model = AnimatableGenerator(sine=sine)
   variables = init_generator(model, jax.random.key(0))
   latents = _latents(jax.random.key(1), batch)
   camera = sample_camera(jax.random.key(2), batch, yaw_std=0.3, pitch_std=0.155, clamp=1.3)
-  draw = functools.partial(render, model, resolution=resolution, chunk_size=chunk)
+  draw = functools.partial(render, model, resolution=resolution, chunk_size=chunk,
+                           skip_invalid=skip_invalid)
   forward = jax.jit(lambda v, l, c: draw(v, l, c).image)
 
   def loss(params, l, c):
@@ -53,6 +59,7 @@ def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str) -> l
                          ("forward+backward", backward, (variables["params"], latents, camera))):
     compile_s, seconds = compile_and_time(fn, *args, repeats=repeats)
     records.append(dict(resolution=resolution, batch=batch, chunk=chunk, sine=sine, mode=mode,
+                        skip_invalid=SKIP_NAMES[skip_invalid],
                         compile_s=compile_s, seconds_per_batch=seconds, images_per_second=batch / seconds,
                         peak_bytes=_peak_bytes(), device=jax.devices()[0].device_kind,
                         backend=jax.default_backend(), jax=jax.__version__,
@@ -68,11 +75,14 @@ def main():
   parser.add_argument("--chunk", type=int, default=0, help="0: render's default")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--sine", default="auto", choices=SINES, help="model.sine")
+  parser.add_argument("--skip_invalid", default="auto", choices=tuple(SKIP),
+                      help="radiance only at valid points (auto: render's default, on the CPU)")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
   records = []
   for resolution in (int(r) for r in args.resolutions.split(",")):
-    records += bench(resolution, args.batch, args.chunk, args.repeats, args.sine)
+    records += bench(resolution, args.batch, args.chunk, args.repeats, args.sine,
+                     SKIP[args.skip_invalid])
   print("\n| device | res | batch | mode | images/s | compile s | peak GiB |\n"
         "|---|---|---|---|---|---|---|")
   for r in records:

@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.deform_exp_scale = 1.0  # z_exp's factor at F's mapping network (1: released)
   config.model.depth_gradient = False  # z of Eq. 4-5 with gradient (official: without; ablation)
   config.model.sine = "auto"  # FiLM sine: xla, polynomial (4× faster on CPU), auto (CPU: poly)
+  # Generator matmuls: default (XLA's), float32, tf32, bfloat16 (operands; float32 accumulation)
+  config.model.precision = "default"
 
   config.discriminator = ml_collections.ConfigDict()
   config.discriminator.fade_in = False  # pi-GAN fade-in path over `fade_steps` from each stage start

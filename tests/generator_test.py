@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anifacegan_jax.models.layers import polynomial_sin, sine_function
+from anifacegan_jax.models.layers import matmul, polynomial_sin, sine_function
 from anifacegan_jax.models.generator import (AnimatableGenerator, default_chunk_size,
-                                             init_generator, mean_radiance_codes, render)
+                                             default_skip_invalid, init_generator,
+                                             mean_radiance_codes, render, shade_valid)
+from anifacegan_jax.models import generator as generator_lib
 from anifacegan_jax.types import Camera, Latents
 
 
@@ -54,17 +56,72 @@ def test_renders_a_64px_image(model_and_variables):
   assert 0.88 <= float(out.depth.min()) and float(out.depth.max()) <= 1.2
 
 
-def test_chunking_does_not_change_the_image(model_and_variables):
+def test_chunk_size_zero_is_the_backend_default(model_and_variables):
   model, variables = model_and_variables
-  latents, cam = _latents(2, 2), Camera(pitch=jnp.array([1.5, 1.6]), yaw=jnp.array([1.4, 1.8]))
-  whole = render(model, variables, latents, cam, resolution=12, chunk_size=144)
-  chunked = render(model, variables, latents, cam, resolution=12, chunk_size=50)  # padded
-  np.testing.assert_allclose(whole.image, chunked.image, atol=1e-5)
-  np.testing.assert_allclose(whole.depth, chunked.depth, atol=1e-5)
+  latents, cam = _latents(2, 1), Camera.frontal(1)
   assert default_chunk_size() == 256  # chunk_size ≤ 0: 256 rays on the CPU
   auto = render(model, variables, latents, cam, resolution=20, chunk_size=0)
   np.testing.assert_array_equal(
       auto.image, render(model, variables, latents, cam, resolution=20, chunk_size=256).image)
+
+
+def test_chunking_and_skipping_invalid_points_change_neither_image_nor_gradients(
+    model_and_variables):
+  model, variables = model_and_variables
+  # A pitch that lets part of the rays miss manifolds; 12² rays whole, against chunks of 50
+  # (144 = 2 × 50 + 44: the last one padded) with the radiance skipped at invalid points.
+  latents, cam = _latents(2, 2), Camera(pitch=jnp.array([1.3, 1.6]), yaw=jnp.array([1.4, 1.8]))
+  assert default_skip_invalid() and not default_skip_invalid(remat=True)  # on the CPU
+
+  @functools.partial(jax.jit, static_argnums=(1, 2))
+  @functools.partial(jax.value_and_grad, has_aux=True)
+  def loss(params, chunk_size, skip):
+    out = render(model, {"params": params}, latents, cam, resolution=12, chunk_size=chunk_size,
+                 remat=True, skip_invalid=skip)
+    return jnp.mean(out.image) + jnp.mean(out.depth), out
+
+  (value_all, all_points), grads_all = loss(variables["params"], 144, False)
+  (value_skip, skipped), grads_skip = loss(variables["params"], 50, True)
+  assert 0.3 < float(all_points.valid.mean()) < 0.95  # there is something to skip
+  for field in ("image", "depth", "weights", "points_canonical"):
+    np.testing.assert_allclose(getattr(skipped, field), getattr(all_points, field), atol=1e-5,
+                               err_msg=field)
+  np.testing.assert_allclose(value_skip, value_all, rtol=1e-6)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads_all),
+                          jax.tree_util.tree_leaves(grads_skip)):
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(jnp.abs(a).max()) + 1e-12,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_shade_valid_shades_the_masked_points_and_skips_empty_blocks(model_and_variables):
+  model, variables = model_and_variables
+  latents = _latents(3, 2)
+  codes = model.apply(variables, latents, method=AnimatableGenerator.codes)
+  keys = jax.random.split(jax.random.key(4), 2)
+  points = 0.1 * jax.random.normal(keys[0], (2, 5, 4, 3))  # (B, rays, points per ray, 3)
+  directions = jax.random.normal(keys[1], (2, 5, 3))
+  directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+  traced = generator_lib.TracedRays(points_target=points, points_canonical=points,
+                                    valid=jnp.ones((2, 5, 4), bool), directions=directions,
+                                    distances=jnp.ones((2, 5, 4)))
+  shade = jax.vmap(lambda c, p, d: model.apply(variables, c, p, d[:, None, :],
+                                               method=AnimatableGenerator.shade))
+  rgb_all, sigma_all = shade(codes, points, directions)
+  # 20 points per image in blocks of 6: image 0 has 7 masked points, image 1 has 3 → 2 blocks
+  # are shaded, the last 2 (points 12-19 of the masked-first order) are skipped.
+  mask = np.zeros((2, 5, 4), bool)
+  mask[0, [0, 1, 3], [1, 0, 2]] = True
+  mask[0, 4, :] = True
+  mask[1, 2, [0, 3]] = True
+  mask[1, 0, 1] = True
+  mask = jnp.asarray(mask)
+  rgb, sigma = jax.jit(functools.partial(shade_valid, model, block=6))(variables, codes, traced,
+                                                                       mask)
+  np.testing.assert_allclose(rgb[mask], rgb_all[mask], atol=1e-6)
+  np.testing.assert_allclose(sigma[mask], sigma_all[mask], atol=1e-6)
+  assert int(jnp.sum(sigma[~mask] != 0)) == 12 - 7 + 12 - 3  # unmasked points in shaded blocks
+  rgb0, sigma0 = shade_valid(model, variables, codes, traced, jnp.zeros_like(mask), block=6)
+  assert not np.any(rgb0) and not np.any(sigma0)  # nothing masked: every block skipped
 
 
 def test_truncation_psi_zero_removes_the_noise(model_and_variables):
@@ -191,3 +248,28 @@ def test_the_polynomial_sine_renders_the_same_image(model_and_variables):
            for sine in ("xla", "polynomial")]
   for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
     np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(a).max()) + 1e-9)
+
+
+def test_precision_bfloat16_rounds_the_matmul_operands_and_keeps_float32_parameters(
+    model_and_variables):
+  x = jax.random.normal(jax.random.key(20), (16, 32))
+  kernel = jax.random.normal(jax.random.key(21), (32, 8))
+  exact = np.asarray(x, np.float64) @ np.asarray(kernel, np.float64)
+  rounded = lambda a: np.asarray(a.astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+  np.testing.assert_allclose(matmul(x, kernel, "bfloat16"), rounded(x) @ rounded(kernel),
+                             rtol=1e-5, atol=1e-5)
+  assert float(np.abs(np.asarray(matmul(x, kernel, "bfloat16")) - exact).max()) > 1e-3
+  for precision in ("default", "float32", "tf32"):  # all float32 on the CPU
+    np.testing.assert_allclose(matmul(x, kernel, precision), exact, rtol=1e-5, atol=1e-5)
+
+  model, variables = model_and_variables
+  half = model.clone(precision="bfloat16")
+  shapes = jax.eval_shape(lambda: init_generator(half, jax.random.key(0)))
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(shapes))
+  draw = lambda m: render(m, variables, _latents(22, 1), Camera.frontal(1), resolution=6,
+                          lock_view=True)
+  full, rounded_image = draw(model).image, draw(half).image
+  assert np.isfinite(rounded_image).all() and rounded_image.dtype == jnp.float32
+  assert 0 < float(jnp.abs(rounded_image - full).mean()) < 0.05
+  with pytest.raises(ValueError, match="model.precision"):
+    init_generator(AnimatableGenerator(precision="float8"), jax.random.key(0))

@@ -32,6 +32,7 @@ class DeformationField(nn.Module):
       coefficients an order smaller than the identity's (SynthFaces' blendshape weights, std
       ≈ 0.2 against 0.8) otherwise reach F's conditioning as a small part of its input.
     sine: the FiLM layers' sine ('auto', 'xla', 'polynomial'; `layers.sine_function`).
+    precision: the matmuls' `layers.PRECISIONS` setting.
   """
 
   hidden: int = 128
@@ -41,14 +42,15 @@ class DeformationField(nn.Module):
   final_bias_init: str = "zeros"
   exp_scale: float = 1.0
   sine: str = "auto"
+  precision: str = "default"
 
   def setup(self):
     self.mapping = MappingNetwork(hidden=self.hidden, num_film=self.num_layers,
-                                  film_width=self.hidden)
-    self.film = [FiLMLayer(self.hidden, first=i == 0, sine=self.sine)
+                                  film_width=self.hidden, precision=self.precision)
+    self.film = [FiLMLayer(self.hidden, first=i == 0, sine=self.sine, precision=self.precision)
                  for i in range(self.num_layers)]
     self.output = Linear(self.output_dim, kernel_init=nn.initializers.zeros,
-                         bias_init=self.final_bias_init)
+                         bias_init=self.final_bias_init, precision=self.precision)
 
   def code(self, z_id: Array, z_exp: Array) -> tuple[Array, Array]:
     """(..., 80), (..., 64) → raw FiLM freq, phase each (..., num_layers, hidden)."""

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from anifacegan_jax.models.deformation import DeformationField
-from anifacegan_jax.models.layers import SINES, MappingNetwork
+from anifacegan_jax.models.layers import SINES, MappingNetwork, check_precision
 from anifacegan_jax.models.template import BOX_WARP, ManifoldPredictor, RadianceNet
 from anifacegan_jax.rendering import camera as camera_lib
 from anifacegan_jax.rendering.compositing import composite_ray
@@ -56,6 +56,24 @@ class RayOutput:
   valid: Array
 
 
+@flax.struct.dataclass
+class TracedRays:
+  """C rays of one image up to the radiance: P = num_levels + 1 points per ray.
+
+  Attributes:
+    points_target, points_canonical: (C, P, 3) intersections (background last), world.
+    valid: (C, P) bool; the radiance at an invalid point cannot change the image (α = 0).
+    directions: (C, 3) view directions fed to the radiance net.
+    distances: (C, P) distance of each target point from the ray origin (z of Eq. 4-5).
+  """
+
+  points_target: Array
+  points_canonical: Array
+  valid: Array
+  directions: Array
+  distances: Array
+
+
 class AnimatableGenerator(nn.Module):
   """Template field (GRAM) + deformation field F, rendered with radiance manifolds.
 
@@ -83,6 +101,9 @@ class AnimatableGenerator(nn.Module):
     sine: the sine of every FiLM-SIREN layer: 'xla' (jnp.sin), 'polynomial' (elementwise
       arithmetic, within 2e-7 of it and ≈ 4× faster on the CPU), 'auto' (the default: the
       polynomial on the CPU, jnp.sin elsewhere; `layers.sine_function`).
+    precision: the matmuls of all four networks (`layers.PRECISIONS`, `layers.matmul`):
+      'default' (XLA's default for float32, what every run so far used), 'float32', 'tf32',
+      'bfloat16' (operands rounded, float32 accumulation); parameters stay float32.
   """
 
   warp: str = "single"
@@ -108,6 +129,7 @@ class AnimatableGenerator(nn.Module):
   deform_exp_scale: float = 1.0
   depth_gradient: bool = False
   sine: str = "auto"
+  precision: str = "default"
 
   def setup(self):
     if self.warp not in WARP_MODES:
@@ -117,14 +139,16 @@ class AnimatableGenerator(nn.Module):
                        f"{self.deform_exp_scale}")
     if self.sine not in SINES:
       raise ValueError(f"model.sine must be one of {SINES}, got {self.sine!r}")
-    self.manifold = ManifoldPredictor(hidden=self.manifold_hidden)
+    check_precision(self.precision)
+    self.manifold = ManifoldPredictor(hidden=self.manifold_hidden, precision=self.precision)
     self.mapping = MappingNetwork(hidden=self.radiance_hidden, num_film=9,
-                                  film_width=self.radiance_hidden)
-    self.radiance = RadianceNet(hidden=self.radiance_hidden, sine=self.sine)
+                                  film_width=self.radiance_hidden, precision=self.precision)
+    self.radiance = RadianceNet(hidden=self.radiance_hidden, sine=self.sine,
+                                precision=self.precision)
     self.deformation = DeformationField(
         hidden=self.deform_hidden, zero_channels=self.deform_zero_channels,
         output_dim=self.deform_output_dim, final_bias_init=self.deform_final_bias_init,
-        exp_scale=self.deform_exp_scale, sine=self.sine)
+        exp_scale=self.deform_exp_scale, sine=self.sine, precision=self.precision)
 
   def codes(self, latents: Latents) -> Codes:
     """Both mapping networks: radiance from cat(z_id, ε), deformation from cat(z_id, z_exp)."""
@@ -137,8 +161,8 @@ class AnimatableGenerator(nn.Module):
     """Δ (..., 3) at target points x (..., 3), world units, for one image's codes."""
     return self.deformation(x, codes.deform_freq, codes.deform_phase)
 
-  def render_rays(self, codes: Codes, rays: Rays, lock_view: bool = False) -> RayOutput:
-    """Render C rays (origins, directions (C, 3), world) of one image with its `codes`."""
+  def trace_rays(self, codes: Codes, rays: Rays, lock_view: bool = False) -> TracedRays:
+    """Deform C rays' samples, intersect them with the manifolds: everything but the radiance."""
     distances = camera_lib.sample_distances(self.near, self.far, self.num_samples)
     x_t = camera_lib.sample_points(rays, distances)  # (C, S, 3)
     delta = self.deform(x_t, codes)
@@ -159,17 +183,32 @@ class AnimatableGenerator(nn.Module):
                                     rays.directions.shape)
     else:
       directions = rays.directions
-    rgb, sigma_raw = self.radiance(points_canonical, directions[:, None, :],
-                                   codes.radiance_freq, codes.radiance_phase)
     z = jnp.linalg.norm(points_target - rays.origins[:, None, :], axis=-1)
     if not self.depth_gradient:
       z = jax.lax.stop_gradient(z)
-    is_background = jnp.arange(points_target.shape[1]) == points_target.shape[1] - 1
+    return TracedRays(points_target=points_target, points_canonical=points_canonical,
+                      valid=valid, directions=directions, distances=z)
+
+  def shade(self, codes: Codes, points: Array, directions: Array) -> tuple[Array, Array]:
+    """Radiance (rgb (..., 3), σ_raw (...)) at canonical `points` (..., 3) of one image."""
+    return self.radiance(points, directions, codes.radiance_freq, codes.radiance_phase)
+
+  def composite(self, traced: TracedRays, rgb: Array, sigma_raw: Array) -> RayOutput:
+    """Composite C traced rays given the radiance (C, P, 3), (C, P) at their points."""
+    num_points = traced.points_target.shape[1]
+    is_background = jnp.arange(num_points) == num_points - 1
     composite = functools.partial(composite_ray, is_background=is_background, delta=self.delta,
                                   white_background=self.white_background)
-    pixel, depth, weights = jax.vmap(composite)(rgb, sigma_raw, z, valid)
-    return RayOutput(pixel=pixel, depth=depth, weights=weights, points_target=points_target,
-                     points_canonical=points_canonical, valid=valid)
+    pixel, depth, weights = jax.vmap(composite)(rgb, sigma_raw, traced.distances, traced.valid)
+    return RayOutput(pixel=pixel, depth=depth, weights=weights,
+                     points_target=traced.points_target,
+                     points_canonical=traced.points_canonical, valid=traced.valid)
+
+  def render_rays(self, codes: Codes, rays: Rays, lock_view: bool = False) -> RayOutput:
+    """Render C rays (origins, directions (C, 3), world) of one image with its `codes`."""
+    traced = self.trace_rays(codes, rays, lock_view)
+    rgb, sigma_raw = self.shade(codes, traced.points_canonical, traced.directions[:, None, :])
+    return self.composite(traced, rgb, sigma_raw)
 
   def __call__(self, latents: Latents, rays: Rays) -> RayOutput:
     """Unbatched latents (80,), (64,), (80,) and rays (C, 3): used by `init`."""
@@ -216,6 +255,86 @@ def default_chunk_size() -> int:
   return CPU_CHUNK_SIZE if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK_SIZE
 
 
+def default_skip_invalid(remat: bool = False) -> bool:
+  """Whether `render(skip_invalid=None)` skips the radiance at invalid points: for forward
+  renders on the CPU (no `remat`), where it is measured faster. Not under `remat` (a backward
+  pass follows), where it is measured slower, nor on accelerators until measured there
+  (BENCHMARKS.md, "Speed")."""
+  return jax.default_backend() == "cpu" and not remat
+
+
+@jax.custom_vjp
+def _permute(x: Array, order: Array, inverse: Array) -> Array:
+  """x (B, n, ...) reordered along axis 1 by the permutations `order` (B, n), whose inverses are
+  `inverse`; its gradient is the inverse reordering (a gather, where the generic gradient of a
+  gather is a scatter-add, slow on the CPU)."""
+  return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _permute_fwd(x, order, inverse):
+  return _permute(x, order, inverse), (order, inverse)
+
+
+def _permute_bwd(residuals, g):
+  order, inverse = residuals
+  return _permute(g, inverse, order), None, None
+
+
+_permute.defvjp(_permute_fwd, _permute_bwd)
+
+
+def shade_valid(model: AnimatableGenerator, variables: PyTree, codes: Codes, traced: TracedRays,
+                mask: Array, block: int, remat: bool = False) -> tuple[Array, Array]:
+  """The radiance (B, N, P, 3), (B, N, P) at traced rays (leaves (B, N, ...)), computed only at
+  the points where `mask` (B, N, P) is set.
+
+  The radiance at an invalid point is multiplied by α = 0 when compositing (value and gradient),
+  so with mask = valid the image does not change. Each image's points are reordered
+  masked-first and shaded in blocks of `block`; a block in which no image has a masked point is
+  skipped (`lax.cond`, also in the backward pass) and its radiance left at 0. The shaded points'
+  values are those of shading every point.
+  """
+  batch, num_rays, num_points = mask.shape
+  n = num_rays * num_points
+  num_blocks = -(-n // block)
+  mask = mask.reshape(batch, n)
+  # Masked points first, each group in its original order: point i goes to position inverse[i]
+  # (cumulative counts, cheaper on the CPU than a sort); order is that permutation's inverse.
+  count = jnp.sum(mask, axis=-1, keepdims=True, dtype=jnp.int32)
+  inverse = jnp.where(mask, jnp.cumsum(mask, axis=-1, dtype=jnp.int32) - 1,
+                      count + jnp.cumsum(jnp.logical_not(mask), axis=-1, dtype=jnp.int32) - 1)
+  order = jax.vmap(lambda p: jnp.zeros_like(p).at[p].set(jnp.arange(n, dtype=p.dtype),
+                                                          unique_indices=True))(inverse)
+  directions = jnp.broadcast_to(traced.directions[:, :, None, :], traced.points_canonical.shape)
+
+  def blocks(x):  # (B, N, P, 3) → (num_blocks, B, block, 3) in masked-first order
+    x = _permute(x.reshape(batch, n, 3), order, inverse)
+    x = jnp.pad(x, ((0, 0), (0, num_blocks * block - n), (0, 0)))
+    return jnp.swapaxes(x.reshape(batch, num_blocks, block, 3), 0, 1)
+
+  needed = jnp.max(count)  # masked points of the fullest image
+  shade = jax.vmap(lambda c, p, d: model.apply(variables, c, p, d,
+                                               method=AnimatableGenerator.shade))
+  if remat:
+    shade = jax.checkpoint(shade)
+
+  def one_block(args):
+    first, points, dirs = args
+    skip = lambda: (jnp.zeros(points.shape, points.dtype),
+                    jnp.zeros(points.shape[:-1], points.dtype))
+    return jax.lax.cond(first < needed, lambda: shade(codes, points, dirs), skip)
+
+  starts = jnp.arange(num_blocks, dtype=needed.dtype) * block
+  rgb, sigma = jax.lax.map(one_block, (starts, blocks(traced.points_canonical),
+                                       blocks(directions)))
+  def unblock(x):  # (num_blocks, B, block, ...) → (B, N, P, ...) in the original order
+    x = jnp.swapaxes(x, 0, 1).reshape((batch, num_blocks * block) + x.shape[3:])[:, :n]
+    x = _permute(x, inverse, order)
+    return x.reshape((batch, num_rays, num_points) + x.shape[2:])
+
+  return unblock(rgb), unblock(sigma)
+
+
 def _chunk_rays(rays: Rays, chunk: int) -> tuple[Rays, int]:
   """(B, N, 3) → (num_chunks, B, chunk, 3), padding N with copies of the last ray."""
   num = rays.origins.shape[1]
@@ -231,7 +350,7 @@ def _chunk_rays(rays: Rays, chunk: int) -> tuple[Rays, int]:
 def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, camera: Camera, *,
            resolution: int, chunk_size: int = 0, lock_view: bool = False,
            psi: float = 1.0, mean_codes: tuple[Array, Array] | None = None,
-           remat: bool = False) -> RenderOutput:
+           remat: bool = False, skip_invalid: bool | None = None) -> RenderOutput:
   """Render a batch of images (pure; jit with `resolution` etc. static).
 
   Args:
@@ -245,6 +364,9 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
     psi: truncation ψ; needs `mean_codes` when ≠ 1.
     mean_codes: (freq, phase) from `mean_radiance_codes`.
     remat: rematerialise each chunk in the backward pass (`jax.checkpoint`), for training.
+    skip_invalid: run the radiance net only at valid points (`shade_valid`, in blocks of a
+      chunk's points; the same image), after tracing every chunk; None:
+      `default_skip_invalid(remat)`.
 
   Returns:
     RenderOutput with image (B, R, R, 3) in [−1, 1].
@@ -258,20 +380,28 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
   chunk_size = chunk_size if chunk_size > 0 else default_chunk_size()
   chunks, num_rays = _chunk_rays(rays, min(chunk_size, resolution * resolution))
 
-  def render_chunk(ray_chunk: Rays) -> RayOutput:
-    per_image = lambda c, r: model.apply(variables, c, r, lock_view,
-                                         method=AnimatableGenerator.render_rays)
-    return jax.vmap(per_image)(codes, ray_chunk)
+  skip_invalid = default_skip_invalid(remat) if skip_invalid is None else skip_invalid
 
-  if remat:
-    render_chunk = jax.checkpoint(render_chunk)
-  out = jax.lax.map(render_chunk, chunks)  # leaves (num_chunks, B, chunk, ...)
+  def over_chunks(method):  # `method` of every chunk's rays → leaves (B, num_chunks · chunk, ...)
+    def one_chunk(ray_chunk: Rays):
+      per_image = lambda c, r: model.apply(variables, c, r, lock_view, method=method)
+      return jax.vmap(per_image)(codes, ray_chunk)
 
-  def merge(x):
-    x = jnp.swapaxes(x, 0, 1)
-    return x.reshape((x.shape[0], -1) + x.shape[3:])[:, :num_rays]
+    out = jax.lax.map(jax.checkpoint(one_chunk) if remat else one_chunk, chunks)
+    return jax.tree_util.tree_map(
+        lambda x: jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:]), out)
 
-  out = jax.tree_util.tree_map(merge, out)
+  if skip_invalid:
+    traced = over_chunks(AnimatableGenerator.trace_rays)
+    real = jnp.arange(traced.valid.shape[1]) < num_rays  # not a padding copy
+    rgb, sigma = shade_valid(model, variables, codes, traced, traced.valid & real[:, None],
+                             block=chunks.origins.shape[2] * traced.valid.shape[2], remat=remat)
+    composite = lambda t, c, s: model.apply(variables, t, c, s,
+                                            method=AnimatableGenerator.composite)
+    out = jax.vmap(composite)(traced, rgb, sigma)
+  else:
+    out = over_chunks(AnimatableGenerator.render_rays)
+  out = jax.tree_util.tree_map(lambda x: x[:, :num_rays], out)
   batch = latents.z_id.shape[0]
   return RenderOutput(
       image=out.pixel.reshape(batch, resolution, resolution, 3) * 2.0 - 1.0,

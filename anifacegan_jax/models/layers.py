@@ -19,6 +19,9 @@ Initializer = Callable[..., Array]
 FILM_FREQ_SCALE = 15.0  # ω = 15·f + 30 turns a mapping output f into a SIREN frequency
 FILM_FREQ_SHIFT = 30.0
 SINES = ("auto", "xla", "polynomial")
+# The generator MLPs' matmuls (`matmul`): the backend's default, float32 throughout, TF32 where the
+# hardware has it, or bfloat16 operands with float32 accumulation; parameters stay float32.
+PRECISIONS = ("default", "float32", "tf32", "bfloat16")
 
 # sin(x) = (−1)^k sin(r), r = x − kπ ∈ [−π/2, π/2]: π split in two (Cody-Waite) so that k·π_hi is
 # exact for |k| < 2^15, and Taylor polynomials of degree 13 (sin) and 14 (cos) on r, whose
@@ -69,6 +72,26 @@ def sine_function(kind: str) -> Callable[[Array], Array]:
   return polynomial_sin if kind == "polynomial" else jnp.sin
 
 
+def check_precision(precision: str) -> str:
+  if precision not in PRECISIONS:
+    raise ValueError(f"model.precision must be one of {PRECISIONS}, got {precision!r}")
+  return precision
+
+
+def matmul(x: Array, kernel: Array, precision: str = "default") -> Array:
+  """x @ kernel at a `PRECISIONS` setting: 'default' (XLA's default for float32: full precision
+  on the CPU, TF32 on recent NVIDIA GPUs), 'float32' (`Precision.HIGHEST` everywhere), 'tf32'
+  (`Precision.HIGH`: TF32 or three bfloat16 passes where the hardware has them, else float32),
+  'bfloat16' (both operands rounded to bfloat16, products accumulated in float32)."""
+  check_precision(precision)
+  if precision == "bfloat16":
+    return jnp.dot(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
+                   preferred_element_type=jnp.float32).astype(x.dtype)
+  lax_precision = dict(default=None, float32=jax.lax.Precision.HIGHEST,
+                       tf32=jax.lax.Precision.HIGH)[precision]
+  return jnp.dot(x, kernel, precision=lax_precision)
+
+
 def uniform(bound: float) -> Initializer:
   """U(-bound, bound)."""
   def init(key, shape, dtype=jnp.float32):
@@ -105,11 +128,13 @@ class Linear(nn.Module):
     features: output width.
     kernel_init: initialiser of the (in, out) kernel.
     bias_init: 'torch' for PyTorch's default U(±1/√fan_in), 'zeros', or a callable.
+    precision: the matmul's `PRECISIONS` setting (`matmul`).
   """
 
   features: int
   kernel_init: Initializer = film_kernel_init(first=False)
   bias_init: str | Initializer = "torch"
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -122,7 +147,7 @@ class Linear(nn.Module):
     else:
       bias_init = self.bias_init
     bias = self.param("bias", bias_init, (self.features,))
-    return x @ kernel + bias
+    return matmul(x, kernel, self.precision) + bias
 
 
 class FiLMLayer(nn.Module):
@@ -132,16 +157,19 @@ class FiLMLayer(nn.Module):
     features: output width.
     first: use the first-layer init U(±1/fan_in).
     sine: 'auto', 'xla' or 'polynomial' (`sine_function`).
+    precision: the matmul's `PRECISIONS` setting.
   """
 
   features: int
   first: bool = False
   sine: str = "auto"
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: Array, freq: Array, phase: Array) -> Array:
     """x (..., in); freq, phase broadcastable to (..., features) → (..., features)."""
-    h = Linear(self.features, kernel_init=film_kernel_init(self.first), name="linear")(x)
+    h = Linear(self.features, kernel_init=film_kernel_init(self.first),
+               precision=self.precision, name="linear")(x)
     return sine_function(self.sine)((FILM_FREQ_SCALE * freq + FILM_FREQ_SHIFT) * h + phase)
 
 
@@ -152,21 +180,25 @@ class MappingNetwork(nn.Module):
     hidden: hidden width (256 radiance, 128 deformation).
     num_film: number of FiLM layers fed; the output has 2·num_film·film_width values.
     film_width: width of each FiLM layer.
+    precision: the matmuls' `PRECISIONS` setting.
   """
 
   hidden: int
   num_film: int
   film_width: int
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, z: Array) -> tuple[Array, Array]:
     """z (..., z_dim) → freq, phase each (..., num_film, film_width), raw (pre 15f+30)."""
     h = z
     for i in range(3):
-      h = Linear(self.hidden, kernel_init=kaiming_leaky_init(), name=f"dense_{i}")(h)
+      h = Linear(self.hidden, kernel_init=kaiming_leaky_init(), precision=self.precision,
+                 name=f"dense_{i}")(h)
       h = nn.leaky_relu(h, 0.2)
     out = Linear(2 * self.num_film * self.film_width,
-                 kernel_init=kaiming_leaky_init(scale=0.25), name="dense_3")(h)
+                 kernel_init=kaiming_leaky_init(scale=0.25), precision=self.precision,
+                 name="dense_3")(h)
     freq, phase = jnp.split(out, 2, axis=-1)
     shape = z.shape[:-1] + (self.num_film, self.film_width)
     return freq.reshape(shape), phase.reshape(shape)

@@ -28,11 +28,13 @@ class ManifoldPredictor(nn.Module):
     hidden: width of the hidden layers (GRAM FFHQ: 128).
     num_layers: number of hidden ReLU layers.
     center: (3,) sphere centre of the initial level sets, warped units.
+    precision: the matmuls' `layers.PRECISIONS` setting.
   """
 
   hidden: int = 128
   num_layers: int = 3
   center: tuple[float, float, float] = (0.0, 0.0, -1.5)
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -40,10 +42,11 @@ class ManifoldPredictor(nn.Module):
     h = x * BOX_WARP - jnp.asarray(self.center, x.dtype)
     for i in range(self.num_layers):
       h = Linear(self.hidden, kernel_init=geometric_hidden_init, bias_init="zeros",
-                 name=f"dense_{i}")(h)
+                 precision=self.precision, name=f"dense_{i}")(h)
       h = nn.relu(h)
     out_init = nn.initializers.constant(10.0 * math.sqrt(math.pi / self.hidden))
-    return Linear(1, kernel_init=out_init, bias_init="zeros", name="output")(h)[..., 0]
+    return Linear(1, kernel_init=out_init, bias_init="zeros", precision=self.precision,
+                  name="output")(h)[..., 0]
 
 
 class RadianceNet(nn.Module):
@@ -57,11 +60,13 @@ class RadianceNet(nn.Module):
     hidden: trunk width (256).
     num_layers: trunk depth (8).
     sine: the FiLM layers' sine ('auto', 'xla', 'polynomial'; `layers.sine_function`).
+    precision: the matmuls' `layers.PRECISIONS` setting.
   """
 
   hidden: int = 256
   num_layers: int = 8
   sine: str = "auto"
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: Array, directions: Array, freq: Array,
@@ -81,13 +86,15 @@ class RadianceNet(nn.Module):
     sigma = jnp.zeros(x.shape[:-1] + (1,), x.dtype)
     logits = jnp.zeros(x.shape[:-1] + (3,), x.dtype)
     for i in range(self.num_layers):
-      h = FiLMLayer(self.hidden, first=i == 0, sine=self.sine, name=f"film_{i}")(h, freq[i], phase[i])
+      h = FiLMLayer(self.hidden, first=i == 0, sine=self.sine, precision=self.precision,
+                    name=f"film_{i}")(h, freq[i], phase[i])
       if i == 0:
         continue
       feature = h
       if i == self.num_layers - 1:
         view_in = jnp.concatenate([jnp.broadcast_to(directions, h.shape[:-1] + (3,)), h], -1)
-        feature = FiLMLayer(self.hidden, sine=self.sine, name="color_film")(view_in, freq[-1], phase[-1])
-      sigma = sigma + Linear(1, name=f"sigma_head_{i - 1}")(h)
-      logits = logits + Linear(3, name=f"color_head_{i - 1}")(feature)
+        feature = FiLMLayer(self.hidden, sine=self.sine, precision=self.precision,
+                            name="color_film")(view_in, freq[-1], phase[-1])
+      sigma = sigma + Linear(1, precision=self.precision, name=f"sigma_head_{i - 1}")(h)
+      logits = logits + Linear(3, precision=self.precision, name=f"color_head_{i - 1}")(feature)
     return widened_sigmoid(logits), sigma[..., 0]
