@@ -211,8 +211,9 @@ def _fakes(generator, g_params, prior, key, num, cfg: StepConfig, remat: bool):
   camera = sample_camera(key_camera, num, yaw_std=cfg.yaw_std, pitch_std=cfg.pitch_std,
                          clamp=cfg.pose_clamp)
   out = render(generator, {"params": g_params}, latents, camera, resolution=cfg.resolution,
-               chunk_size=cfg.chunk_size, lock_view=False, remat=remat,
-               skip_invalid=False)  # faster forward, slower backward (BENCHMARKS.md, "Speed")
+               chunk_size=cfg.chunk_size, lock_view=False, remat=remat)
+  # render's default skips the radiance at invalid points for the D step's fakes (a forward
+  # render: faster on the CPU), not for the G step's (remat: its backward is slower so).
   return out, latents, camera
 
 
