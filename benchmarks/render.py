@@ -40,7 +40,7 @@ def _peak_bytes():
 
 
 def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str,
-          skip_invalid: bool | None = None) -> list[dict]:
+          skip_invalid: bool | None = None, remat: bool = True) -> list[dict]:
   model = AnimatableGenerator(sine=sine)
   variables = init_generator(model, jax.random.key(0))
   latents = _latents(jax.random.key(1), batch)
@@ -50,7 +50,7 @@ def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str,
   forward = jax.jit(lambda v, l, c: draw(v, l, c).image)
 
   def loss(params, l, c):
-    out = draw({"params": params}, l, c, remat=True)
+    out = draw({"params": params}, l, c, remat=remat)
     return jnp.mean(out.image) + jnp.mean(out.depth)
 
   backward = jax.jit(jax.grad(loss))
@@ -59,7 +59,7 @@ def bench(resolution: int, batch: int, chunk: int, repeats: int, sine: str,
                          ("forward+backward", backward, (variables["params"], latents, camera))):
     compile_s, seconds = compile_and_time(fn, *args, repeats=repeats)
     records.append(dict(resolution=resolution, batch=batch, chunk=chunk, sine=sine, mode=mode,
-                        skip_invalid=SKIP_NAMES[skip_invalid],
+                        skip_invalid=SKIP_NAMES[skip_invalid], remat=remat,
                         compile_s=compile_s, seconds_per_batch=seconds, images_per_second=batch / seconds,
                         peak_bytes=_peak_bytes(), device=jax.devices()[0].device_kind,
                         backend=jax.default_backend(), jax=jax.__version__,
@@ -77,12 +77,14 @@ def main():
   parser.add_argument("--sine", default="auto", choices=SINES, help="model.sine")
   parser.add_argument("--skip_invalid", default="auto", choices=tuple(SKIP),
                       help="radiance only at valid points (auto: render's default, on the CPU)")
+  parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True,
+                      help="rematerialise each chunk in the forward+backward mode (as training)")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
   records = []
   for resolution in (int(r) for r in args.resolutions.split(",")):
     records += bench(resolution, args.batch, args.chunk, args.repeats, args.sine,
-                     SKIP[args.skip_invalid])
+                     SKIP[args.skip_invalid], args.remat)
   print("\n| device | res | batch | mode | images/s | compile s | peak GiB |\n"
         "|---|---|---|---|---|---|---|")
   for r in records:
