@@ -1,9 +1,10 @@
 """The animatable generator: deformation → manifold intersection → radiance → compositing
 (paper §3.2-§3.3, SPEC §3.4).
 
-`AnimatableGenerator` holds the four networks and renders one image's rays (`render_rays`);
-`render` is the pure batched renderer that maps over ray chunks with `lax.map` (optionally
-rematerialised with `jax.checkpoint`) so large images fit in memory.
+`AnimatableGenerator` holds the four networks and renders one image's rays (`render_rays` =
+`trace_rays` → `shade` → `composite`); `render` is the pure batched renderer that maps over ray
+chunks with `lax.map` (optionally rematerialised with `jax.checkpoint`) so large images fit in
+memory, and can run the radiance net only at valid crossings (`shade_valid`).
 
 Warp conventions (`warp` attribute, SPEC §3.5):
   * 'single' (default, for training from scratch): Δ is in world units, the canonical point is
@@ -327,6 +328,7 @@ def shade_valid(model: AnimatableGenerator, variables: PyTree, codes: Codes, tra
   starts = jnp.arange(num_blocks, dtype=needed.dtype) * block
   rgb, sigma = jax.lax.map(one_block, (starts, blocks(traced.points_canonical),
                                        blocks(directions)))
+
   def unblock(x):  # (num_blocks, B, block, ...) → (B, N, P, ...) in the original order
     x = jnp.swapaxes(x, 0, 1).reshape((batch, num_blocks * block) + x.shape[3:])[:, :n]
     x = _permute(x, inverse, order)
