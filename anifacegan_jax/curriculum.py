@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from anifacegan_jax.models.layers import PRECISIONS, SINES
 from anifacegan_jax.train_step import StepConfig
 
 
@@ -59,6 +60,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not (isinstance(scale, (int, float)) and scale > 0):  # also NaN
     raise ConfigError(f"config.model.deform_exp_scale must be > 0 (z_exp's factor at the "
                       f"deformation network; 1: the released network), got {scale!r}")
+  for field, choices in (("sine", SINES), ("precision", PRECISIONS)):
+    value = config.model.get(field, choices[0])
+    if value not in choices:
+      raise ConfigError(f"config.model.{field} must be one of {choices}, got {value!r}")
 
 
 def validate_imitation(config: ml_collections.ConfigDict) -> None:

@@ -213,7 +213,7 @@ def _fakes(generator, g_params, prior, key, num, cfg: StepConfig, remat: bool):
   out = render(generator, {"params": g_params}, latents, camera, resolution=cfg.resolution,
                chunk_size=cfg.chunk_size, lock_view=False, remat=remat)
   # render's default skips the radiance at invalid points for the D step's fakes (a forward
-  # render: faster on the CPU), not for the G step's (remat: its backward is slower so).
+  # render: faster on the CPU), not for the G step's (remat: skipping slows its backward).
   return out, latents, camera
 
 

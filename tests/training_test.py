@@ -99,6 +99,14 @@ def test_deformation_warmup_settings_are_validated(config):
   config.model.deform_exp_scale = 0.0
   with pytest.raises(curriculum.ConfigError, match="deform_exp_scale must be > 0"):
     curriculum.validate(config)
+  config.model.deform_exp_scale = 1.0
+  config.model.precision = "fp8"
+  with pytest.raises(curriculum.ConfigError, match="model.precision must be one of"):
+    curriculum.validate(config)
+  config.model.precision = "bfloat16"
+  config.model.sine = "cos"
+  with pytest.raises(curriculum.ConfigError, match="model.sine must be one of"):
+    curriculum.validate(config)
   config.imitation.deform_weight = 0.0
   with pytest.raises(curriculum.ConfigError, match="L_3DMM, which is off"):
     curriculum.validate_imitation(config)

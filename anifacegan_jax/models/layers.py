@@ -73,6 +73,7 @@ def sine_function(kind: str) -> Callable[[Array], Array]:
 
 
 def check_precision(precision: str) -> str:
+  """`precision` if it is one of `PRECISIONS`, else a ValueError naming model.precision."""
   if precision not in PRECISIONS:
     raise ValueError(f"model.precision must be one of {PRECISIONS}, got {precision!r}")
   return precision
