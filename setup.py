@@ -31,11 +31,13 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["anifacegan_jax", "anifacegan_jax.*"]),
     # The shipped models (`anifacegan_jax.pretrained`): config, EMA generator, prior, recon net.
-    package_data={"anifacegan_jax.pretrained": ["*/*.json", "*/*.msgpack", "*/*.npz"]},
+    package_data={"anifacegan_jax.pretrained": ["*/*.json", "*/*.msgpack", "*/*.npz"],
+                  "anifacegan_jax.viewer": ["*.html"]},  # the viewer's page
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8.0", "imageio-ffmpeg>=0.5"],
+        # selenium drives Chromium in the viewer's browser test (launch/install_chromium.sh).
+        "test": ["pytest>=8.0", "imageio-ffmpeg>=0.5", "selenium>=4.11"],
         "video": ["imageio-ffmpeg>=0.5"],  # .mp4 output of `sample --mode=video` (GIF/WebP need none)
         # NVIDIA GPUs from Volta (V100) on: CUDA 12 wheels (CUDA 13 dropped Volta).
         "cuda12": ["jax[cuda12]>=0.4.35"],

@@ -124,6 +124,59 @@ def depth_preview(depth, mask, near: float = DEFAULT_NEAR,
   return np.where(mask, np.round(brightness * 255.0), 0).astype(np.uint8)
 
 
+def normal_map(depth, mask, fov_degrees: float = 12.0) -> np.ndarray:
+  """An 8-bit visualization of the surface normals of one rendered view, in camera space.
+
+  Each pixel's point is depth·direction along its camera ray (`camera.pixel_directions`: x
+  right, y up, looking down −z); its normal is the cross product of the differences along the
+  row and the column (central where both neighbours are foreground, one-sided at the mask's
+  edge, facing the camera where neither is), turned towards the camera. Colours are the usual normal-map
+  encoding, round(255·(n + 1) / 2): a surface facing the camera is (128, 128, 255), one facing
+  right reddish, one facing up greenish; the background (~mask) is black.
+
+  Args:
+    depth: (R, R) float depth along the unit ray, world units.
+    mask: (R, R) bool, True on the foreground.
+    fov_degrees: full field of view of the render.
+
+  Returns:
+    (R, R, 3) uint8.
+  """
+  shape = np.shape(depth)
+  if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
+    raise ValueError(f"depth must be a square (R, R) array with R >= 2, got shape {shape}")
+  depth = _check_depth(depth, mask)
+  mask = _check_mask(mask, depth.shape)
+  fov_degrees = _scalar("fov_degrees", fov_degrees)
+  if not 0.0 < fov_degrees < 180.0:
+    raise ValueError(f"fov_degrees must be in (0, 180), got {fov_degrees}")
+  resolution = depth.shape[0]
+  local = np.asarray(camera_lib.pixel_directions(resolution, fov_degrees), np.float64)
+  local = local.reshape(resolution, resolution, 3)
+  points = np.where(mask, depth, 0.0)[..., None] * local
+  down, right = _masked_difference(points, mask, 0), _masked_difference(points, mask, 1)
+  normals = np.cross(right, -down)  # right × up: towards the camera for a frontal plane
+  normals = np.where((np.sum(normals * local, -1) > 0)[..., None], -normals, normals)
+  length = np.linalg.norm(normals, axis=-1, keepdims=True)
+  normals = np.where(length > 0, normals / np.maximum(length, 1e-30), -local)
+  encoded = np.round((normals + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+  return np.where(mask[..., None], encoded, 0).astype(np.uint8)
+
+
+def _masked_difference(points: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
+  """Per-pixel step of (R, R, 3) `points` along `axis` between foreground pixels: central where
+  both neighbours are foreground, one-sided where one is, 0 where none is."""
+  size = mask.shape[axis]
+  index = np.arange(size).reshape((-1, 1) if axis == 0 else (1, -1))
+  forward = np.roll(points, -1, axis) - points
+  backward = points - np.roll(points, 1, axis)
+  has_next = mask & np.roll(mask, -1, axis) & (index < size - 1)
+  has_previous = mask & np.roll(mask, 1, axis) & (index > 0)
+  both = (has_next & has_previous)[..., None]
+  return np.where(both, (forward + backward) / 2, np.where(
+      has_next[..., None], forward, np.where(has_previous[..., None], backward, 0.0)))
+
+
 # ------------------------------------------------------------------------------------------------
 # Meshes from one view.
 

@@ -102,6 +102,40 @@ def test_near_not_below_far_raises(tmp_path):
 # Meshes from one view.
 
 
+def _plane_depth(normal, offset=-1.0, resolution=16, fov=12.0):
+  """Depth along each camera ray (x right, y up, looking down −z) of the plane n·p = offset."""
+  from anifacegan_jax.rendering import camera
+  directions = np.asarray(camera.pixel_directions(resolution, fov)).reshape(
+      resolution, resolution, 3)
+  return offset / (directions @ np.asarray(normal, np.float64))
+
+
+@pytest.mark.parametrize("normal", [(0.0, 0.0, 1.0), (1.0, 0.0, 1.0), (0.0, -1.0, 2.0)])
+def test_normal_map_of_a_plane_is_its_normal(normal):
+  normal = np.asarray(normal) / np.linalg.norm(normal)
+  mask = np.ones((16, 16), bool)
+  mask[:4, :5] = False
+  mask[9, 9] = False  # a hole: its neighbours take one-sided differences
+  colors = export.normal_map(_plane_depth(normal), mask)
+  assert colors.dtype == np.uint8 and colors.shape == (16, 16, 3)
+  expected = np.round((normal + 1) * 127.5)
+  np.testing.assert_allclose(colors[mask], np.broadcast_to(expected, colors[mask].shape), atol=1)
+  assert (colors[~mask] == 0).all()
+
+
+def test_normal_map_turns_normals_towards_the_camera_and_checks_its_input():
+  depth = _plane_depth((0.0, 0.0, 1.0))
+  one_pixel = np.zeros((16, 16), bool)
+  one_pixel[3, 3] = True  # no foreground neighbour: faces the camera
+  assert abs(int(export.normal_map(depth, one_pixel)[3, 3, 2]) - 255) <= 1
+  with pytest.raises(ValueError, match="mask must have the shape"):
+    export.normal_map(depth, np.ones((8, 8), bool))
+  with pytest.raises(ValueError, match="fov_degrees"):
+    export.normal_map(depth, np.ones((16, 16), bool), fov_degrees=200)
+  with pytest.raises(ValueError, match="square"):
+    export.normal_map(depth[:, :8], np.ones((16, 8), bool))
+
+
 def test_frontal_constant_depth_mesh_is_a_sphere_cap():
   resolution, distance = 5, 0.95
   depth = np.full((resolution, resolution), distance, np.float32)

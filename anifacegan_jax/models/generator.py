@@ -363,7 +363,8 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
     resolution: R, images are R × R.
     chunk_size: rays per `lax.map` step per image; ≤ 0: `default_chunk_size()`.
     lock_view: replace every view direction by (0, 0, −1) (rendering / FID protocol).
-    psi: truncation ψ; needs `mean_codes` when ≠ 1.
+    psi: truncation ψ; needs `mean_codes` when ≠ 1. A traced ψ (one compilation for every ψ,
+      as the viewer's) always truncates, so it needs `mean_codes` too.
     mean_codes: (freq, phase) from `mean_radiance_codes`.
     remat: rematerialise each chunk in the backward pass (`jax.checkpoint`), for training.
     skip_invalid: run the radiance net only at valid points (`shade_valid`, in blocks of a
@@ -374,9 +375,10 @@ def render(model: AnimatableGenerator, variables: PyTree, latents: Latents, came
     RenderOutput with image (B, R, R, 3) in [−1, 1].
   """
   codes = model.apply(variables, latents, method=AnimatableGenerator.codes)
-  if psi != 1.0:
+  if not (isinstance(psi, (int, float)) and psi == 1.0):
     if mean_codes is None:
-      raise ValueError("render(psi != 1) needs mean_codes from mean_radiance_codes()")
+      raise ValueError("render(psi != 1, or a traced psi) needs mean_codes from "
+                       "mean_radiance_codes()")
     codes = truncate(codes, *mean_codes, psi)
   rays = camera_lib.generate_rays(camera, resolution, model.fov_degrees, model.camera_radius)
   chunk_size = chunk_size if chunk_size > 0 else default_chunk_size()
