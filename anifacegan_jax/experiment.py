@@ -18,6 +18,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from anifacegan_jax import checkpointing, pretrained, recon_step
 from anifacegan_jax import train_step as ts
@@ -116,13 +117,15 @@ def load_recon(config: ml_collections.ConfigDict) -> tuple[ReconNet, PyTree]:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """A trained run: its config, generator definition, EMA weights and latent prior."""
+  """A trained run: its config, generator definition, EMA weights and latent prior; `identity`
+  (z_id (80,), ε (80,)) when the run is one face (an inversion), else None."""
 
   config: ml_collections.ConfigDict
   generator: AnimatableGenerator
   ema_params: PyTree
   prior: Prior
   step: int
+  identity: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
@@ -198,7 +201,8 @@ def load_pretrained(name: str | os.PathLike) -> Run:
         f"{path / pretrained.CONFIG}: not a run config this version reads ({error!r})") from error
   return Run(config=config, generator=generator,
              ema_params=pretrained.read_generator(path, generator_params_shape(generator)),
-             prior=pretrained.read_prior(path), step=int(pretrained.read_info(path).get("step", 0)))
+             prior=pretrained.read_prior(path), step=int(pretrained.read_info(path).get("step", 0)),
+             identity=pretrained.read_identity(path))
 
 
 def export_pretrained(workdir: str | os.PathLike, out: str | os.PathLike, *, recon: str = "",

@@ -56,6 +56,9 @@ def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
   resolution = resolution or int(config.stages[0].resolution)
   key = jax.random.key(seed)
   latents = grid_latents(run.prior, key, num_identities, num_expressions)
+  if run.identity is not None:  # one face (an inversion): every row renders it
+    z_id, noise = (jnp.broadcast_to(jnp.asarray(x), latents.z_id.shape) for x in run.identity)
+    latents = latents.replace(z_id=z_id, noise=noise)
   mean = mean_radiance_codes(run.generator, {"params": run.ema_params}, jax.random.fold_in(key, 1),
                              sample_z_id=run.prior.sample_id, num=int(config.psi_samples))
   yaw = jnp.pi / 2 + jnp.asarray(yaws, jnp.float32)
@@ -165,7 +168,7 @@ def write_animation(workdir: str | pathlib.Path, mode: str, *,
                            seed=seed)
     bar = animation.ProgressBar(f"seed {seed}: frames", path.num_frames) if progress else None
     frames = animation.render_frames(run, path, seed=seed, psi=psi, resolution=resolution,
-                                     batch_size=batch_size, progress=bar)
+                                     batch_size=batch_size, progress=bar, identity=run.identity)
     if mode == "video":
       paths.append(animation.write_video(out_dir / f"video_s{seed}.{video_format}",
                                          frames.images, fps))

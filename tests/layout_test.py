@@ -72,13 +72,13 @@ def test_only_the_training_command_imports_the_training_loop():
 
 
 def test_commands_are_verbs_and_their_libraries_nouns():
-  # main/training, sample/sampling, evaluate/evaluation, train_recon/recon_training, serve/viewer:
-  # a module with a command line (absl flags) is named for what the user asks; the code it runs,
-  # for the work.
+  # main/training, sample/sampling, evaluate/evaluation, train_recon/recon_training, serve/viewer,
+  # invert/inversion: a module with a command line (absl flags) is named for what the user asks;
+  # the code it runs, for the work.
   commands = {p.stem for p in PACKAGE.glob("*.py") if '__name__ == "__main__"' in p.read_text()}
-  assert {"main", "sample", "evaluate", "train_recon", "serve"} <= commands
+  assert {"main", "sample", "evaluate", "train_recon", "serve", "invert"} <= commands
   assert (PACKAGE / "viewer" / "__init__.py").exists()
-  for library in ("training", "sampling", "evaluation", "recon_training"):
+  for library in ("training", "sampling", "evaluation", "recon_training", "inversion"):
     assert (PACKAGE / f"{library}.py").exists(), library
     assert library not in commands, library
   assert not (PACKAGE / "train.py").exists()

@@ -12,6 +12,8 @@ A model folder holds (nothing in it can run code: JSON, msgpack and an .npz read
   recon.json         optional: the reconstruction network's `train_recon` config
   recon.msgpack      optional: its variables {'params', 'batch_stats'}
   model.json         format version, the training step and where the files came from
+  identity.npz       optional: one fixed identity (z_id, ε; `python -m anifacegan_jax.invert`
+                     writes it): every seed of `sample` / `serve` renders that face
 
 This module reads and writes the files; `experiment.load_pretrained` builds the run from them
 (its `config.recon` names the folder when it holds a reconstruction network, so `evaluate
@@ -35,6 +37,7 @@ FORMAT = 1
 SHIPPED = ("synthfaces",)  # folders next to this file
 CONFIG, GENERATOR, PRIOR = "config.json", "generator.msgpack", "prior.npz"
 RECON_CONFIG, RECON, INFO = "recon.json", "recon.msgpack", "model.json"
+IDENTITY = "identity.npz"
 
 
 class PretrainedError(ValueError):
@@ -167,8 +170,41 @@ def write(out: str | os.PathLike, config: ml_collections.ConfigDict, ema_params:
   else:
     for name in (RECON, RECON_CONFIG):
       (out / name).unlink(missing_ok=True)
+  (out / IDENTITY).unlink(missing_ok=True)  # a run's folder holds no fixed identity
   _write_json(out / INFO, info)
   return out
+
+
+def write_identity(out: str | os.PathLike, z_id: Any, noise: Any, **extra: Any) -> pathlib.Path:
+  """Fix the identity of the model folder `out`: z_id (80,), ε (80,) and, for the record, any
+  `extra` arrays (an inversion's z_exp and camera)."""
+  arrays = dict(z_id=np.asarray(z_id, np.float32), noise=np.asarray(noise, np.float32),
+                **{k: np.asarray(v, np.float32) for k, v in extra.items()})
+  for name in ("z_id", "noise"):
+    if arrays[name].shape != (80,) or not np.isfinite(arrays[name]).all():
+      raise PretrainedError(f"identity {name}: expected 80 finite numbers, got shape "
+                            f"{arrays[name].shape}")
+  path = pathlib.Path(out).expanduser() / IDENTITY
+  np.savez(path, **arrays)
+  return path
+
+
+def read_identity(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+  """(z_id (80,), ε (80,)) of the folder's identity.npz; None for a folder without one."""
+  path = pathlib.Path(path) / IDENTITY
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {name: np.asarray(data[name], np.float32) for name in ("z_id", "noise")}
+  except (OSError, ValueError, KeyError, EOFError) as error:
+    raise PretrainedError(f"{path}: not a readable identity file ({type(error).__name__}: "
+                          f"{error}); expected an .npz with z_id (80,) and noise (80,)") from None
+  for name, value in arrays.items():
+    if value.shape != (80,) or not np.isfinite(value).all():
+      raise PretrainedError(f"{path}: {name} has shape {value.shape} or non-finite values; "
+                            "expected 80 finite numbers")
+  return arrays["z_id"], arrays["noise"]
 
 
 def _plain(value: Any) -> Any:

@@ -278,6 +278,8 @@ class FrameRenderer:
     return parse_state(query, self.defaults, self.resolutions, self.names)
 
   def _identity(self, seed: int) -> tuple:
+    if self.run.identity is not None:  # one face (an inversion): every seed shows it
+      return self.run.identity
     if seed not in self._identities:
       self._identities[seed] = animation.identity_latents(self.run.prior, seed)
       while len(self._identities) > self._identity_cache:
