@@ -272,17 +272,20 @@ class ProgressBar:
     self.stream.flush()
 
 
-@functools.partial(jax.jit, static_argnames=("generator", "resolution", "chunk_size", "psi"))
-def _draw(generator, params, z_id, noise, z_exp, pitch, yaw, mean, *, resolution: int,
-          chunk_size: int, psi: float):
-  """uint8 images, depth and opacity mask of frames (z_exp, pitch, yaw) of one identity. Compiled
-  once per generator and settings: other identities, seeds and trajectories reuse it."""
+@functools.partial(jax.jit, static_argnames=("generator", "resolution", "chunk_size"))
+def draw_frames(generator, params, z_id, noise, z_exp, pitch, yaw, mean, psi, *, resolution: int,
+                chunk_size: int):
+  """uint8 images (T, R, R, 3), depth (T, R, R) and opacity mask (T, R, R) of frames z_exp (T, 64),
+  pitch (T,), yaw (T,) of one identity (z_id (80,), ε (80,)), truncated by ψ towards `mean` (the
+  radiance codes of `mean_radiance_codes`; None: no truncation, ψ ignored). ψ is traced: one
+  compilation per generator, resolution, chunk size and frame count serves every identity, ψ
+  and trajectory (`render_frames`, the viewer)."""
   count = z_exp.shape[0]
   latents = Latents(z_id=jnp.broadcast_to(z_id, (count, 80)), z_exp=z_exp,
                     noise=jnp.broadcast_to(noise, (count, 80)))
   out = render(generator, {"params": params}, latents, Camera(pitch=pitch, yaw=yaw),
-               resolution=resolution, chunk_size=chunk_size, lock_view=True, psi=psi,
-               mean_codes=mean)
+               resolution=resolution, chunk_size=chunk_size, lock_view=True,
+               psi=1.0 if mean is None else psi, mean_codes=mean)
   image = jnp.round((jnp.clip(out.image, -1, 1) + 1) * 127.5).astype(jnp.uint8)
   opacity = 1.0 - out.weights[..., -1].reshape(out.depth.shape)
   return image, out.depth, opacity > 0.5
@@ -323,10 +326,10 @@ def render_frames(run, trajectory: Trajectory, *, seed: int = 0, psi: float | No
     stop = min(start + batch_size, total)
     pad = lambda x: np.concatenate([x[start:stop], np.repeat(x[stop - 1:stop],
                                                              batch_size - (stop - start), 0)])
-    image, depth, mask = jax.device_get(_draw(
+    image, depth, mask = jax.device_get(draw_frames(
         run.generator, run.ema_params, z_id, noise, pad(trajectory.z_exp), pad(trajectory.pitch),
-        pad(trajectory.yaw), mean, resolution=resolution, chunk_size=int(config.chunk_size),
-        psi=psi))
+        pad(trajectory.yaw), mean, np.float32(psi), resolution=resolution,
+        chunk_size=int(config.chunk_size)))
     images.append(image[:stop - start])
     depths.append(depth[:stop - start])
     masks.append(mask[:stop - start])

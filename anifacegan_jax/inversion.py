@@ -35,6 +35,7 @@ from anifacegan_jax.experiment import Run
 from anifacegan_jax.face3d import geometry, morphable
 from anifacegan_jax.metrics import coefficients as cm
 from anifacegan_jax.models.generator import render
+from anifacegan_jax.sampling import to_uint8
 from anifacegan_jax.types import Camera, Latents
 
 PERCEPTUAL_LAYERS = ("Conv2d_4a_3x3", "Mixed_5d")  # 1/4 and 1/8 of the input: shapes, parts
@@ -198,10 +199,6 @@ class Inversion:
   images: dict[str, np.ndarray]
 
 
-def _to_uint8(image) -> np.ndarray:
-  return np.asarray(jnp.round((jnp.clip(image, -1, 1) + 1) * 127.5)).astype(np.uint8)
-
-
 class _Objective:
   """The loss of a render against the photo, and jitted Adam steps on the latents and on the
   radiance networks' parameters."""
@@ -282,7 +279,7 @@ def invert(run: Run, photo: np.ndarray, estimate: Estimate, settings: Settings =
                  camera=jnp.zeros(2, jnp.float32))
   params = run.ema_params
   draw = jax.jit(objective.render)
-  images = {"estimate": _to_uint8(draw(params, latents))}
+  images = {"estimate": to_uint8(draw(params, latents))}
   losses: dict[str, list[float]] = {"invert": []}
   seconds: dict[str, float] = {}
 
@@ -296,7 +293,7 @@ def invert(run: Run, photo: np.ndarray, estimate: Estimate, settings: Settings =
     if progress:
       progress("invert", i + 1, settings.steps, losses)
   seconds["invert"] = time.perf_counter() - start
-  images["invert"] = _to_uint8(draw(params, latents))
+  images["invert"] = to_uint8(draw(params, latents))
 
   if settings.finetune_steps:
     start = time.perf_counter()
@@ -312,7 +309,7 @@ def invert(run: Run, photo: np.ndarray, estimate: Estimate, settings: Settings =
         progress("finetune", i + 1, settings.finetune_steps, losses)
     params = {**frozen, **tuned}
     seconds["finetune"] = time.perf_counter() - start
-    images["finetune"] = _to_uint8(draw(params, latents))
+    images["finetune"] = to_uint8(draw(params, latents))
 
   camera = np.asarray(latents["camera"]) * CAMERA_SCALE
   return Inversion(z_id=np.asarray(latents["z_id"]), noise=np.asarray(latents["noise"]),

@@ -32,9 +32,7 @@ from PIL import Image
 
 from anifacegan_jax import animation, experiment, inversion
 from anifacegan_jax.metrics import coefficients as cm
-from anifacegan_jax.models.generator import render
 from anifacegan_jax.synthfaces import procedural, synthetic
-from anifacegan_jax.types import Camera, Latents
 from records import header, write_record
 
 HALF_PI = math.pi / 2
@@ -70,22 +68,13 @@ def renders(run, params, z_id, noise, z_exp_input, pitch, yaw, resolution) -> di
   cases = [("input", z_exp_input, 0.0)] + [(f"yaw{y:+.1f}", np.zeros(64, np.float32), y)
                                            for y in YAWS]
   cases += [(spec.split("=")[0], animation.named_expression(spec), 0.0) for spec in EXPRESSIONS]
-  latents = Latents(z_id=jnp.tile(jnp.asarray(z_id)[None], (len(cases), 1)),
-                    z_exp=jnp.asarray(np.stack([c[1] for c in cases])),
-                    noise=jnp.tile(jnp.asarray(noise)[None], (len(cases), 1)))
-  camera = Camera(pitch=jnp.full((len(cases),), pitch, jnp.float32),
-                  yaw=jnp.asarray([yaw + c[2] for c in cases], jnp.float32))
-  image = _draw(run.generator, params, latents, camera, resolution, int(run.config.chunk_size))
-  out = np.asarray(jnp.round((jnp.clip(image, -1, 1) + 1) * 127.5)).astype(np.uint8)
-  return {c[0]: out[i] for i, c in enumerate(cases)}
-
-
-def _render(generator, params, latents, camera, resolution, chunk_size):
-  return render(generator, {"params": params}, latents, camera, resolution=resolution,
-                chunk_size=chunk_size, lock_view=True).image
-
-
-_draw = jax.jit(_render, static_argnums=(0, 4, 5))
+  images, _, _ = animation.draw_frames(
+      run.generator, params, jnp.asarray(z_id), jnp.asarray(noise),
+      jnp.asarray(np.stack([c[1] for c in cases])), jnp.full((len(cases),), pitch, jnp.float32),
+      jnp.asarray([yaw + c[2] for c in cases], jnp.float32), None, 1.0, resolution=resolution,
+      chunk_size=int(run.config.chunk_size))
+  images = np.asarray(images)
+  return {c[0]: images[i] for i, c in enumerate(cases)}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import io
 import math
 import pathlib
@@ -22,13 +21,11 @@ import time
 from typing import Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from anifacegan_jax import animation, export
-from anifacegan_jax.models.generator import mean_radiance_codes, render
-from anifacegan_jax.types import Camera, Latents
+from anifacegan_jax.models.generator import mean_radiance_codes
 
 VIEWS = ("rgb", "depth", "normals")
 NUM_EXP = animation.NUM_EXP
@@ -214,20 +211,6 @@ def read_uploaded_expression(data: bytes, filename: str) -> np.ndarray:
   return exp
 
 
-@functools.partial(jax.jit, static_argnames=("generator", "resolution", "chunk_size"))
-def _draw(generator, params, z_id, noise, z_exp, pitch, yaw, psi, mean, *, resolution: int,
-          chunk_size: int):
-  """uint8 image (R, R, 3), depth (R, R) and opacity mask (R, R) of one frame; ψ, expression and
-  camera traced, so one compilation per generator, resolution and chunk size."""
-  latents = Latents(z_id=z_id[None], z_exp=z_exp[None], noise=noise[None])
-  out = render(generator, {"params": params}, latents, Camera(pitch=pitch[None], yaw=yaw[None]),
-               resolution=resolution, chunk_size=chunk_size, lock_view=True, psi=psi,
-               mean_codes=mean)
-  image = jnp.round((jnp.clip(out.image[0], -1, 1) + 1) * 127.5).astype(jnp.uint8)
-  opacity = 1.0 - out.weights[0, :, -1].reshape(out.depth.shape[1:])
-  return image, out.depth[0], opacity > 0.5
-
-
 class FrameRenderer:
   """Draws `ViewState`s of a run (`experiment.Run`) with its EMA generator; thread-safe (one
   render at a time).
@@ -294,12 +277,12 @@ class FrameRenderer:
                       f"{', '.join(str(r) for r in self.resolutions)}")
     with self._lock:
       z_id, noise = self._identity(state.seed)
-      image, depth, mask = jax.device_get(_draw(
+      image, depth, mask = jax.device_get(animation.draw_frames(
           self.run.generator, self.run.ema_params, z_id, noise,
-          jnp.asarray(state.z_exp, jnp.float32), jnp.float32(np.pi / 2 + state.pitch),
-          jnp.float32(np.pi / 2 + state.yaw), jnp.float32(state.psi), self._mean,
+          np.asarray(state.z_exp, np.float32)[None], np.full(1, np.pi / 2 + state.pitch, np.float32),
+          np.full(1, np.pi / 2 + state.yaw, np.float32), self._mean, np.float32(state.psi),
           resolution=state.resolution, chunk_size=self.chunk_size))
-    return animation.Frames(images=image[None], depth=depth[None], mask=mask[None])
+    return animation.Frames(images=image, depth=depth, mask=mask)
 
   def picture(self, state: ViewState, frame: animation.Frames | None = None) -> np.ndarray:
     """uint8 (R, R, 3) picture of `state`'s view."""
