@@ -257,6 +257,15 @@ def identity_latents(prior, seed: int) -> tuple[jax.Array, jax.Array]:
   return prior.sample_id(key_id, 1)[0], jax.random.normal(key_noise, (80,))
 
 
+def truncation_centre(run, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The run's ψ-truncation centre: `mean_radiance_codes` of its EMA generator over
+  config.psi_samples codes drawn from its prior (identities and, for a template conditioned on
+  the expression, expressions) with `key`."""
+  return mean_radiance_codes(run.generator, {"params": run.ema_params}, key,
+                             sample_z_id=run.prior.sample_id, num=int(run.config.psi_samples),
+                             sample_z_exp=run.prior.sample_exp)
+
+
 class ProgressBar:
   """A one-line text progress bar on a stream (stderr): `label [#####     ] 12/50`."""
 
@@ -315,9 +324,7 @@ def render_frames(run, trajectory: Trajectory, *, seed: int = 0, psi: float | No
   z_id, noise = identity if identity is not None else identity_latents(run.prior, seed)
   mean = None
   if psi != 1.0:
-    mean = mean_radiance_codes(run.generator, {"params": run.ema_params},
-                               jax.random.fold_in(jax.random.key(seed), 1),
-                               sample_z_id=run.prior.sample_id, num=int(config.psi_samples))
+    mean = truncation_centre(run, jax.random.fold_in(jax.random.key(seed), 1))
 
   total = trajectory.num_frames
   batch_size = min(batch_size, total)

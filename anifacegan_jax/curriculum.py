@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from anifacegan_jax.models.generator import EXPRESSION_MODES
 from anifacegan_jax.models.layers import PRECISIONS, SINES
 from anifacegan_jax.train_step import StepConfig
 
@@ -60,10 +61,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not (isinstance(scale, (int, float)) and scale > 0):  # also NaN
     raise ConfigError(f"config.model.deform_exp_scale must be > 0 (z_exp's factor at the "
                       f"deformation network; 1: the released network), got {scale!r}")
+  validate_expression(config)
   for field, choices in (("sine", SINES), ("precision", PRECISIONS)):
     value = config.model.get(field, choices[0])
     if value not in choices:
       raise ConfigError(f"config.model.{field} must be one of {choices}, got {value!r}")
+
+
+def validate_expression(config: ml_collections.ConfigDict) -> None:
+  """config.model.expression is known, and a model without a deformation field ('template', the
+  DiscoFaceGRAM baseline) asks for none of the deformation field's terms."""
+  expression = config.model.get("expression", "deformation")
+  if expression not in EXPRESSION_MODES:
+    raise ConfigError(f"config.model.expression must be one of {EXPRESSION_MODES} (where z_exp "
+                      f"enters: the deformation field, or the template's mapping network), got "
+                      f"{expression!r}")
+  if expression == "deformation":
+    return
+  imitation = config.imitation
+  on = [f"config.imitation.{field}" for field in ("deform_weight", "reg_weight", "smooth_weight",
+                                                  "deform_warmup_steps")
+        if imitation.get(field, 0) != 0]
+  if on:
+    raise ConfigError(f"config.model.expression='template' has no deformation field, so "
+                      f"{', '.join(on)} (its terms) must be 0")
 
 
 def validate_imitation(config: ml_collections.ConfigDict) -> None:

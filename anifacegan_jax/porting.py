@@ -184,5 +184,9 @@ def save_official(variables: PyTree, generator_path: str | os.PathLike,
                   deformation_path: str | os.PathLike) -> None:
   """Export Flax variables as official `generator.pth` and `dif.pth` state_dicts."""
   params = variables["params"]
+  if "deformation" not in params:
+    raise CheckpointLayoutError(
+        "these variables have no deformation field (model.expression='template', the "
+        "DiscoFaceGRAM baseline): the official AniFaceGAN layout cannot hold them")
   torch_save.save(to_torch(_template_part(params), TEMPLATE_LAYOUT), generator_path)
   torch_save.save(to_torch(params["deformation"], DEFORMATION_LAYOUT), deformation_path)

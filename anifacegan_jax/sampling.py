@@ -12,7 +12,7 @@ from PIL import Image
 
 from anifacegan_jax import animation, export
 from anifacegan_jax.experiment import Run, load_run
-from anifacegan_jax.models.generator import AnimatableGenerator, mean_radiance_codes, render
+from anifacegan_jax.models.generator import AnimatableGenerator, render
 from anifacegan_jax.models.priors import Prior
 from anifacegan_jax.types import Camera, Latents
 
@@ -59,8 +59,7 @@ def render_grid(run: Run, *, num_identities: int = 4, num_expressions: int = 3,
   if run.identity is not None:  # one face (an inversion): every row renders it
     z_id, noise = (jnp.broadcast_to(jnp.asarray(x), latents.z_id.shape) for x in run.identity)
     latents = latents.replace(z_id=z_id, noise=noise)
-  mean = mean_radiance_codes(run.generator, {"params": run.ema_params}, jax.random.fold_in(key, 1),
-                             sample_z_id=run.prior.sample_id, num=int(config.psi_samples))
+  mean = animation.truncation_centre(run, jax.random.fold_in(key, 1))
   yaw = jnp.pi / 2 + jnp.asarray(yaws, jnp.float32)
   columns = num_expressions * len(yaws)
   flat = jax.tree_util.tree_map(

@@ -130,7 +130,8 @@ class GanState:
 
   Attributes:
     step: () int32 number of completed iterations.
-    g_params: generator parameters {'manifold', 'mapping', 'radiance', 'deformation'}.
+    g_params: generator parameters {'manifold', 'mapping', 'radiance', 'deformation'} (no
+      'deformation' when the model has none: `AnimatableGenerator.expression`).
     d_params: discriminator parameters.
     g_opt_state, d_opt_state: optax states.
     ema_params: EMA of g_params (used for sampling and evaluation).
@@ -200,7 +201,7 @@ def _fade_alpha(step: Array, cfg: StepConfig) -> Array:
 def image_params(g_params: PyTree, cfg: StepConfig) -> PyTree:
   """The generator parameters the rendered image sees: the deformation network's under
   `stop_gradient` when `cfg.deform_image_gradient` is off (its own terms still train it)."""
-  if cfg.deform_image_gradient:
+  if cfg.deform_image_gradient or "deformation" not in g_params:
     return g_params
   return {**g_params, "deformation": jax.lax.stop_gradient(g_params["deformation"])}
 

@@ -122,7 +122,8 @@ def make_snapshot_fn(generator, config, state: ts.GanState):
 
   def run(ema_params, prior):
     mean = mean_radiance_codes(generator, {"params": ema_params}, jax.random.key(config.seed + 2),
-                               sample_z_id=prior.sample_id, num=config.psi_samples)
+                               sample_z_id=prior.sample_id, num=config.psi_samples,
+                               sample_z_exp=prior.sample_exp)
     return snapshot(ema_params, mean)
 
   return run

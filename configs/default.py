@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.deform_hidden = 128  # deformation net and its mapping width
   config.model.deform_final_bias_init = "zeros"  # 'zeros' (Δ = 0 at init) or 'torch' (released)
   config.model.deform_exp_scale = 1.0  # z_exp's factor at F's mapping network (1: released)
+  config.model.expression = "deformation"  # where z_exp enters: 'deformation' (AniFaceGAN, F) or
+  #                                         'template' (DiscoFaceGRAM: no F, the radiance mapping
+  #                                         reads cat(z_id, deform_exp_scale·z_exp, ε))
   config.model.depth_gradient = False  # z of Eq. 4-5 with gradient (official: without; ablation)
   config.model.sine = "auto"  # FiLM sine: xla, polynomial (4× faster on CPU), auto (CPU: poly)
   # Generator matmuls: default (XLA's), float32, tf32, bfloat16 (operands; float32 accumulation)

@@ -233,3 +233,42 @@ def test_the_identity_carrying_field_warps_every_face_to_the_mean_shape(setup, f
       c)["deform_imitation"])
   assert term(cfg) == 0.0
   assert term(dataclasses.replace(cfg, deform_identity=True)) > 1e-7
+
+
+def test_the_discofacegram_model_conditions_its_template_on_the_expression(setup, face_and_recon,
+                                                                          tmp_path):
+  # model.expression='template' (the paper's DiscoFaceGRAM baseline, BENCHMARKS.md "Ablations"):
+  # no deformation field, z_exp enters the radiance mapping network, and the training step runs
+  # with the image-space imitation (L_Ch) that still applies.
+  from anifacegan_jax import porting
+  from anifacegan_jax.models.generator import init_generator, mean_radiance_codes, render
+  from anifacegan_jax.types import Camera, Latents
+  _, discriminator, g_tx, _, state, _ = setup
+  generator = AnimatableGenerator(**TINY, expression="template", deform_exp_scale=4.0)
+  params = init_generator(generator, jax.random.key(0))["params"]
+  state = state.replace(g_params=params, g_opt_state=g_tx.init(params), ema_params=params)
+  assert set(state.g_params) == {"manifold", "mapping", "radiance"}
+  assert state.g_params["mapping"]["dense_0"]["kernel"].shape[0] == 80 + 64 + 80
+  variables = {"params": state.g_params}
+  latents = Latents.dummy(2)
+  latents = latents.replace(z_exp=latents.z_exp.at[1].set(1.0))
+  out = render(generator, variables, latents, Camera.frontal(2), resolution=8, chunk_size=64)
+  assert float(jnp.abs(out.image[0] - out.image[1]).max()) > 1e-4  # the expression repaints
+  np.testing.assert_array_equal(out.points_canonical, out.points_target)  # nothing warps
+  # the truncation centre averages over expressions too: z_exp moves it
+  mean = lambda exp: mean_radiance_codes(generator, variables, jax.random.key(3), num=16,
+                                         sample_z_exp=lambda k, n: jnp.full((n, 64), exp))
+  assert float(jnp.abs(mean(0.0)[0] - mean(1.0)[0]).max()) > 1e-6
+  face = face_and_recon[0]
+  cfg = dataclasses.replace(CFG, batch_split=1, chamfer_weight=1.0, deform_weight=0.0,
+                            reg_weight=0.0, smooth_weight=0.0, imitation_points=64)
+  step = jax.pmap(functools.partial(ts.g_step, generator=generator, discriminator=discriminator,
+                                    g_tx=g_tx, cfg=cfg), axis_name="batch")
+  new, metrics = step(_replicate(state), _replicate(jax.random.key(1)),
+                      _replicate(ts.Teachers(face=face)))
+  assert float(metrics["g_ok"][0]) == 1.0 and np.isfinite(metrics["chamfer"]).all()
+  assert "deform_imitation" not in metrics
+  assert float(jnp.abs(new.g_params["mapping"]["dense_0"]["kernel"][0]
+                       - state.g_params["mapping"]["dense_0"]["kernel"]).max()) > 0
+  with pytest.raises(porting.CheckpointLayoutError, match="no deformation field"):
+    porting.save_official(variables, tmp_path / "g.pth", tmp_path / "d.pth")

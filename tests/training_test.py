@@ -112,6 +112,20 @@ def test_deformation_warmup_settings_are_validated(config):
     curriculum.validate_imitation(config)
 
 
+def test_a_model_without_deformation_field_refuses_its_terms(config):
+  config.model.expression = "template"  # DiscoFaceGRAM: the field's terms would train nothing
+  with pytest.raises(curriculum.ConfigError, match=r"no deformation field, so "
+                     r"config.imitation.deform_weight, config.imitation.reg_weight, "
+                     r"config.imitation.smooth_weight \(its terms\) must be 0"):
+    curriculum.validate(config)
+  for field in ("deform_weight", "reg_weight", "smooth_weight"):
+    config.imitation[field] = 0.0
+  curriculum.validate(config)
+  config.model.expression = "both"
+  with pytest.raises(curriculum.ConfigError, match="model.expression must be one of"):
+    curriculum.validate(config)
+
+
 def test_recon_network_loads_from_a_workdir_or_fails_clearly(tmp_path, config):
   model, state = save_recon_run(tmp_path / "recon")
   config.recon = str(tmp_path / "recon")
@@ -240,3 +254,28 @@ def test_resuming_with_a_model_field_the_run_predates_compares_its_default(tmp_p
     training._check_resumable(config, str(tmp_path))
   config.model.deform_exp_scale = 1.0
   training._check_resumable(config, str(tmp_path))
+
+
+def test_every_ablation_arm_is_a_valid_config_that_changes_only_its_part():
+  # benchmarks/ablations.py: the six arms of BENCHMARKS.md "Ablations" differ from the full model
+  # by their overrides alone (and the network L_lm needs), and each passes training's checks.
+  import argparse
+  from benchmarks import ablations
+  args = argparse.Namespace(data_dir="/data", num_steps=2000, num_train=0)
+  full = ablations.arm_config("full", args)
+  assert full.imitation.landmark_weight > 0 and full.recon == ablations.RECON
+  assert full.model.expression == "deformation" and full.dataset.num_train == 30000
+  flat = lambda config: {(section, key): value for section in ("model", "imitation")
+                         for key, value in config[section].items()}
+  assert set(ablations.ARMS) == {"full", "adversarial", "no_lm", "lm_2d", "no_deform_imitation",
+                                 "discofacegram"}
+  for arm, (overrides, _) in ablations.ARMS.items():
+    config = ablations.arm_config(arm, args)
+    curriculum.validate(config)
+    changed = {k: v for k, v in flat(config).items() if flat(full)[k] != v}
+    assert changed == {(s, k): v for s, fields in overrides.items() for k, v in fields.items()
+                       if flat(full)[(s, k)] != v}, arm
+    assert (config.recon == ablations.RECON) == (config.imitation.landmark_weight > 0), arm
+  record = dict(arms={"full": dict(train_wall_s=10.0, metrics={"fid": 12.345, "ds/exp": 2.0})})
+  row = ablations.table(record).splitlines()[-1]
+  assert row.startswith("| full | 12.3 | – |") and "| 2.00 |" in row and row.endswith("| 10 |")

@@ -33,6 +33,7 @@ from anifacegan_jax.rendering.manifolds import first_crossings, interpolate_at, 
 from anifacegan_jax.types import Array, Camera, Codes, Latents, PRNGKey, PyTree, Rays, RenderOutput
 
 WARP_MODES = ("single", "double")
+EXPRESSION_MODES = ("deformation", "template")
 LOCKED_VIEW_DIRECTION = (0.0, 0.0, -1.0)
 
 
@@ -94,7 +95,14 @@ class AnimatableGenerator(nn.Module):
     deform_hidden: width of F and its mapping network (128).
     deform_zero_channels, deform_output_dim: F's released I/O layout (4, 7).
     deform_final_bias_init: 'zeros' (Δ ≡ 0 at init) or 'torch' (released init).
-    deform_exp_scale: z_exp's factor at F's mapping network (1: released; `DeformationField`).
+    deform_exp_scale: z_exp's factor at F's mapping network (1: released; `DeformationField`),
+      or at the radiance mapping network when `expression` is 'template'.
+    expression: where z_exp enters: 'deformation' (AniFaceGAN: F warps the template, whose
+      mapping network reads cat(z_id, ε)) or 'template' (the paper's DiscoFaceGRAM baseline: no
+      deformation field, Δ ≡ 0 and no 'deformation' parameters; the radiance mapping network
+      reads cat(z_id, deform_exp_scale · z_exp, ε), so an expression can only repaint the
+      manifolds, which carry no latent). Truncation (ψ) then also pulls the expression's part of
+      the radiance codes towards their mean.
     depth_gradient: let the compositing distances z carry gradient back through the crossing
       points into the manifold predictor. GRAM and the released AniFaceGAN compute z without
       gradient (SPEC §2.5), the default; True exists for the ablation in BENCHMARKS.md, where a
@@ -128,6 +136,7 @@ class AnimatableGenerator(nn.Module):
   deform_output_dim: int = 7
   deform_final_bias_init: str = "zeros"
   deform_exp_scale: float = 1.0
+  expression: str = "deformation"
   depth_gradient: bool = False
   sine: str = "auto"
   precision: str = "default"
@@ -135,6 +144,9 @@ class AnimatableGenerator(nn.Module):
   def setup(self):
     if self.warp not in WARP_MODES:
       raise ValueError(f"warp must be one of {WARP_MODES}, got {self.warp!r}")
+    if self.expression not in EXPRESSION_MODES:
+      raise ValueError(f"model.expression must be one of {EXPRESSION_MODES} (where z_exp enters), "
+                       f"got {self.expression!r}")
     if not self.deform_exp_scale > 0:  # also NaN
       raise ValueError("model.deform_exp_scale must be > 0 (1: the released network), got "
                        f"{self.deform_exp_scale}")
@@ -146,20 +158,41 @@ class AnimatableGenerator(nn.Module):
                                   film_width=self.radiance_hidden, precision=self.precision)
     self.radiance = RadianceNet(hidden=self.radiance_hidden, sine=self.sine,
                                 precision=self.precision)
-    self.deformation = DeformationField(
-        hidden=self.deform_hidden, zero_channels=self.deform_zero_channels,
-        output_dim=self.deform_output_dim, final_bias_init=self.deform_final_bias_init,
-        exp_scale=self.deform_exp_scale, sine=self.sine, precision=self.precision)
+    if self.has_deformation:
+      self.deformation = DeformationField(
+          hidden=self.deform_hidden, zero_channels=self.deform_zero_channels,
+          output_dim=self.deform_output_dim, final_bias_init=self.deform_final_bias_init,
+          exp_scale=self.deform_exp_scale, sine=self.sine, precision=self.precision)
+
+  @property
+  def has_deformation(self) -> bool:
+    """Whether the model has the deformation field F (`expression` = 'deformation')."""
+    return self.expression == "deformation"
+
+  def mapping_input(self, z_id: Array, z_exp: Array, noise: Array) -> Array:
+    """What the radiance mapping network reads: cat(z_id, ε), or cat(z_id, s·z_exp, ε) when the
+    expression conditions the template (`expression` = 'template')."""
+    if self.has_deformation:
+      return jnp.concatenate([z_id, noise], axis=-1)
+    return jnp.concatenate([z_id, self.deform_exp_scale * z_exp, noise], axis=-1)
 
   def codes(self, latents: Latents) -> Codes:
-    """Both mapping networks: radiance from cat(z_id, ε), deformation from cat(z_id, z_exp)."""
-    freq, phase = self.mapping(jnp.concatenate([latents.z_id, latents.noise], axis=-1))
-    deform_freq, deform_phase = self.deformation.code(latents.z_id, latents.z_exp)
+    """Both mapping networks: radiance from `mapping_input`, deformation from cat(z_id, z_exp)
+    (without a deformation field its codes are empty: (..., 0, deform_hidden))."""
+    freq, phase = self.mapping(self.mapping_input(latents.z_id, latents.z_exp, latents.noise))
+    if self.has_deformation:
+      deform_freq, deform_phase = self.deformation.code(latents.z_id, latents.z_exp)
+    else:
+      deform_freq = deform_phase = jnp.zeros(latents.z_id.shape[:-1] + (0, self.deform_hidden),
+                                             freq.dtype)
     return Codes(radiance_freq=freq, radiance_phase=phase,
                  deform_freq=deform_freq, deform_phase=deform_phase)
 
   def deform(self, x: Array, codes: Codes) -> Array:
-    """Δ (..., 3) at target points x (..., 3), world units, for one image's codes."""
+    """Δ (..., 3) at target points x (..., 3), world units, for one image's codes (0 without a
+    deformation field)."""
+    if not self.has_deformation:
+      return jnp.zeros_like(x)
     return self.deformation(x, codes.deform_freq, codes.deform_phase)
 
   def trace_rays(self, codes: Codes, rays: Rays, lock_view: bool = False) -> TracedRays:
@@ -217,7 +250,8 @@ class AnimatableGenerator(nn.Module):
 
 
 def init_generator(model: AnimatableGenerator, key: PRNGKey) -> PyTree:
-  """Initial variables {'params': {'manifold', 'mapping', 'radiance', 'deformation'}}."""
+  """Initial variables {'params': {'manifold', 'mapping', 'radiance', 'deformation'}} (no
+  'deformation' when the model has no deformation field)."""
   latents = jax.tree_util.tree_map(lambda x: x[0], Latents.dummy(1))
   return model.init(key, latents, Rays.dummy(2))
 
@@ -231,17 +265,28 @@ def truncate(codes: Codes, mean_freq: Array, mean_phase: Array, psi: float | Arr
 
 def mean_radiance_codes(model: AnimatableGenerator, variables: PyTree, key: PRNGKey,
                         sample_z_id: Callable[[PRNGKey, int], Array] | None = None,
-                        num: int = 10_000) -> tuple[Array, Array]:
-  """Mean radiance (freq, phase), each (9, hidden), over `num` codes of cat(z_id, ε).
+                        num: int = 10_000,
+                        sample_z_exp: Callable[[PRNGKey, int], Array] | None = None,
+                        ) -> tuple[Array, Array]:
+  """Mean radiance (freq, phase), each (9, hidden), over `num` codes of the mapping network's
+  input (`AnimatableGenerator.mapping_input`).
 
-  z_id comes from `sample_z_id(key, num)` (the identity prior; default N(0, I)), ε ~ N(0, I).
+  z_id comes from `sample_z_id(key, num)` (the identity prior; default N(0, I)), ε ~ N(0, I);
+  z_exp, read only when the expression conditions the template, from `sample_z_exp` (default
+  N(0, I)).
   """
   key_id, key_noise = jax.random.split(key)
   z_id = (sample_z_id(key_id, num) if sample_z_id is not None
           else jax.random.normal(key_id, (num, 80), jnp.float32))
   noise = jax.random.normal(key_noise, (num, 80), jnp.float32)
-  freq, phase = model.apply(variables, jnp.concatenate([z_id, noise], -1),
-                            method=lambda m, z: m.mapping(z))
+  if model.expression == "deformation":
+    z_exp = jnp.zeros((num, 64), jnp.float32)  # not read
+  else:
+    key_exp = jax.random.fold_in(key, 2)
+    z_exp = (sample_z_exp(key_exp, num) if sample_z_exp is not None
+             else jax.random.normal(key_exp, (num, 64), jnp.float32))
+  freq, phase = model.apply(variables, z_id, z_exp, noise,
+                            method=lambda m, i, e, n: m.mapping(m.mapping_input(i, e, n)))
   return freq.mean(axis=0), phase.mean(axis=0)
 
 

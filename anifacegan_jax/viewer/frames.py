@@ -25,7 +25,6 @@ import numpy as np
 from PIL import Image
 
 from anifacegan_jax import animation, export
-from anifacegan_jax.models.generator import mean_radiance_codes
 
 VIEWS = ("rgb", "depth", "normals")
 NUM_EXP = animation.NUM_EXP
@@ -249,9 +248,7 @@ class FrameRenderer:
       self.name_minimum = tuple(0.0 if one_sided else -1.0 for one_sided in shapes.ONE_SIDED)
     self.defaults = ViewState(seed=seed, psi=psi, resolution=resolution)
     self.chunk_size = int(config.chunk_size if chunk_size is None else chunk_size)
-    self._mean = mean_radiance_codes(run.generator, {"params": run.ema_params},
-                                     jax.random.fold_in(jax.random.key(0), 1),
-                                     sample_z_id=run.prior.sample_id, num=int(config.psi_samples))
+    self._mean = animation.truncation_centre(run, jax.random.fold_in(jax.random.key(0), 1))
     self._identities: collections.OrderedDict[int, tuple] = collections.OrderedDict()
     self._identity_cache = identity_cache
     self._lock = threading.Lock()
