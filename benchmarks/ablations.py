@@ -92,12 +92,27 @@ def settings(args):
       consistency_num=args.consistency_num, geometry_num=args.geometry_num, recon=RECON, seed=0)
 
 
+def read_sessions(path: pathlib.Path) -> list:
+  """The training sessions recorded in `path` (`TIMING_FILE`); a damaged file stops the study
+  with its name rather than losing the arm's history."""
+  try:
+    sessions = json.loads(path.read_text())["sessions"]
+    if not all(isinstance(s, dict) and isinstance(s.get("wall_s"), (int, float))
+               for s in sessions):
+      raise ValueError("a session without its wall_s")
+    return sessions
+  except (ValueError, KeyError, TypeError) as error:
+    raise SystemExit(f"{path}: expected {{'sessions': [{{'from_step', 'to_step', 'wall_s', "
+                     f"'date'}}, ...]}} ({error}); repair or delete it (the arm's training time "
+                     "then counts from the next session only)") from None
+
+
 def train_arm(arm: str, config, workdir: pathlib.Path) -> float:
   """Train (or resume) the arm; returns the training wall time summed over every session."""
   from anifacegan_jax import checkpointing
   from anifacegan_jax.main import train
   timing = workdir / TIMING_FILE
-  sessions = json.loads(timing.read_text())["sessions"] if timing.is_file() else []
+  sessions = read_sessions(timing) if timing.is_file() else []
   saved = checkpointing.saved_steps(workdir)
   if not saved or saved[-1] < config.num_steps:
     start_step, start = (saved[-1] if saved else 0), time.time()
@@ -118,8 +133,11 @@ def evaluate_arm(workdir: pathlib.Path, root: pathlib.Path, eval_settings) -> di
   path = workdir / "eval" / EVAL_FILE
   wanted = dataclasses.asdict(eval_settings)
   if path.is_file():
-    saved = json.loads(path.read_text())
-    if json.loads(json.dumps(saved.get("settings"))) == json.loads(json.dumps(wanted)):
+    try:
+      saved = json.loads(path.read_text())
+    except ValueError:  # damaged: evaluated again and rewritten
+      saved = {}
+    if isinstance(saved, dict) and saved.get("settings") == json.loads(json.dumps(wanted)):
       return saved
   run = experiment.load_run(str(workdir))
   start = time.time()
@@ -252,9 +270,13 @@ def main() -> None:
       done = (workdir / "eval" / EVAL_FILE).is_file() and (workdir / TIMING_FILE).is_file()
       if not done:
         continue
-      train_s = round(sum(s["wall_s"] for s in
-                          json.loads((workdir / TIMING_FILE).read_text())["sessions"]), 1)
-      evaluated = json.loads((workdir / "eval" / EVAL_FILE).read_text())
+      train_s = round(sum(s["wall_s"] for s in read_sessions(workdir / TIMING_FILE)), 1)
+      try:
+        evaluated = json.loads((workdir / "eval" / EVAL_FILE).read_text())
+      except ValueError:
+        print(f"{workdir / 'eval' / EVAL_FILE}: damaged, left out (the next run evaluates the arm "
+              "again)", file=sys.stderr)
+        continue
     else:
       train_s = train_arm(arm, config, workdir)
       evaluated = evaluate_arm(workdir, root, eval_settings)
