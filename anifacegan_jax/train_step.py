@@ -14,6 +14,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from anifacegan_jax import losses
@@ -181,15 +182,48 @@ def deformation_optimizer(deform_lr: float, clip_norm: float, b1: float,
 def create_state(key: PRNGKey, generator: AnimatableGenerator, discriminator: Discriminator,
                  g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
                  prior: Prior | None = None) -> GanState:
-  """A fresh state on the host (replicate it with flax.jax_utils.replicate)."""
+  """A fresh state on the host (`replicate` it for the pmapped step), built by one compiled
+  call: run op by op, the initialisation compiles hundreds of small programs in every process."""
+  return _create_state(key, prior or GaussianPrior.standard(), generator, discriminator, g_tx,
+                       d_tx)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _create_state(key, prior, generator, discriminator, g_tx, d_tx) -> GanState:
   key_g, key_d = jax.random.split(key)
   g_params = init_generator(generator, key_g)["params"]
   res = discriminator.resolution
   d_params = discriminator.init(key_d, jnp.zeros((1, res, res, 3)))["params"]
   return GanState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
                   g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
-                  ema_params=g_params, prior=prior or GaussianPrior.standard(),
-                  nonfinite=jnp.zeros((), jnp.int32))
+                  ema_params=g_params, prior=prior, nonfinite=jnp.zeros((), jnp.int32))
+
+
+def replicate(tree: PyTree) -> PyTree:
+  """One copy of every leaf per local device, laid out along the pmapped axis (as
+  flax.jax_utils.replicate, but copied on the host: stacking on the device compiles a program
+  per leaf shape)."""
+  devices = jax.local_devices()
+  sharding = jax.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)), jax.P(AXIS))
+
+  def put(x):
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.device_put(np.broadcast_to(x[None], (len(devices),) + x.shape), sharding)
+  return jax.tree_util.tree_map(put, tree)
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first local device's copy of every leaf of a pmapped output, as host arrays."""
+  def get(x):
+    if not isinstance(x, jax.Array) or jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return x[0]
+    if len(x.sharding.device_set) > 1 and x.sharding.is_fully_replicated:
+      return np.asarray(x.addressable_shards[0].data)
+    first = min(x.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    return np.asarray(first.data)[0]
+  return jax.tree_util.tree_map(get, tree)
 
 
 def _fade_alpha(step: Array, cfg: StepConfig) -> Array:

@@ -7,7 +7,6 @@ import functools
 import pathlib
 import time
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -185,8 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints,
                                          config.async_checkpoints)
   snapshot = make_snapshot_fn(generator, config, state)
-  replicated = flax.jax_utils.replicate(state, axis_name=ts.AXIS)
-  base_key = flax.jax_utils.replicate(jax.random.key(config.seed + 3), axis_name=ts.AXIS)
+  replicated = ts.replicate(state)
+  base_key = ts.replicate(jax.random.key(config.seed + 3))
   report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer)
   devices = jax.local_device_count()
   stage, p_step, batches, pending = None, None, None, []
@@ -199,10 +198,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if index != stage:
         stage, cfg = index, curriculum.step_config(config, index)
         if cfg.uses_face_model and face is None:
-          face = flax.jax_utils.replicate(load_face_model(config), axis_name=ts.AXIS)
+          face = ts.replicate(load_face_model(config))
         if cfg.uses_recon and recon is None:
           recon, host_variables = load_recon(config)
-          recon_variables = flax.jax_utils.replicate(host_variables, axis_name=ts.AXIS)
+          recon_variables = ts.replicate(host_variables)
         teachers = ts.Teachers(face=face if cfg.uses_face_model else None,
                                recon=recon_variables if cfg.uses_recon else None)
         p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg,
@@ -245,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           raise
       if jax.process_index() == 0 and (done % config.snapshot_every == 0
                                        or done == config.num_steps):
-        host = flax.jax_utils.unreplicate(replicated)  # local: no collective, process 0 only
+        host = ts.unreplicate(replicated)  # local: no collective, process 0 only
         writer.write_images(done, {"samples": np.asarray(snapshot(host.ema_params, host.prior))})
       if done % config.checkpoint_every == 0 or done == config.num_steps:
         _save(manager, done, replicated, config)
@@ -260,7 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             "it", stop.signum or 15)
   manager.wait_until_finished()
   writer.flush()
-  return jax.device_get(flax.jax_utils.unreplicate(replicated))
+  return ts.unreplicate(replicated)
 
 
 def _warm_up(config, generator, state: ts.GanState, writer) -> ts.GanState:
@@ -290,5 +289,5 @@ def _stop_now(stop: cli.SignalStop, step: int, config) -> bool:
 
 
 def _save(manager, step: int, replicated: PyTree, config, force: bool = False) -> None:
-  host = jax.device_get(flax.jax_utils.unreplicate(replicated))
+  host = ts.unreplicate(replicated)
   checkpointing.save(manager, step, host, config, force=force)

@@ -23,7 +23,6 @@ import pathlib
 import sys
 import time
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,8 +68,8 @@ def train_arm(arm, args, data, prior, teachers, recon):
   arm_teachers = ts.Teachers(face=teachers.face if cfg.uses_face_model else None,
                              recon=teachers.recon if cfg.uses_recon else None)
   devices = jax.local_device_count()
-  replicated = flax.jax_utils.replicate(state, axis_name=ts.AXIS)
-  key = flax.jax_utils.replicate(jax.random.key(2), axis_name=ts.AXIS)
+  replicated = ts.replicate(state)
+  key = ts.replicate(jax.random.key(2))
   rng = np.random.default_rng(0)  # the same real batches for every arm
   shape = lambda x: x.reshape((devices, args.per_device_batch) + x.shape[1:])
   log, begin = [], time.perf_counter()
@@ -87,7 +86,7 @@ def train_arm(arm, args, data, prior, teachers, recon):
       print(arm, json.dumps(m), flush=True)
   jax.block_until_ready(replicated)
   seconds = time.perf_counter() - begin
-  return generator, flax.jax_utils.unreplicate(replicated), log, seconds
+  return generator, ts.unreplicate(replicated), log, seconds
 
 
 def main():
@@ -116,8 +115,7 @@ def main():
   recon, recon_variables, recon_config = recon_step.load_trained(args.recon)
   face = procedural.load_procedural()
   teachers = ts.Teachers(face=face.arrays(), recon=recon_variables)
-  replicate = lambda t: flax.jax_utils.replicate(t, axis_name=ts.AXIS)
-  teachers = ts.Teachers(face=replicate(teachers.face), recon=replicate(teachers.recon))
+  teachers = ts.Teachers(face=ts.replicate(teachers.face), recon=ts.replicate(teachers.recon))
   record = dict(recon=dict(workdir=args.recon, model=recon_config["model"]),
                 args=vars(args), render_s=round(render_s, 1), arms={},
                 device=jax.devices()[0].device_kind, jax=jax.__version__,

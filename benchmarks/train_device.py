@@ -36,7 +36,6 @@ import tarfile
 import tempfile
 import time
 
-import flax.jax_utils
 import jax
 import numpy as np
 from absl import app, flags
@@ -160,7 +159,6 @@ def main(argv) -> None:
   generator, discriminator = experiment.build_models(config)
   g_tx, d_tx = experiment.build_optimizers(config)
   state = ts.create_state(jax.random.key(config.seed), generator, discriminator, g_tx, d_tx, prior)
-  replicate = lambda tree: flax.jax_utils.replicate(tree, axis_name=ts.AXIS)
   recon = None
   teachers = ts.Teachers(face=None, recon=None)
   face = experiment.load_face_model(config) if cfg.uses_face_model else None
@@ -171,13 +169,13 @@ def main(argv) -> None:
                                                             flush=True))
     record["warmup_s"] = round(time.perf_counter() - tick, 1)
   if face is not None:
-    teachers = ts.Teachers(face=replicate(face), recon=None)
+    teachers = ts.Teachers(face=ts.replicate(face), recon=None)
   if cfg.uses_recon:
     recon, recon_variables = experiment.load_recon(config)
-    teachers = ts.Teachers(face=teachers.face, recon=replicate(recon_variables))
+    teachers = ts.Teachers(face=teachers.face, recon=ts.replicate(recon_variables))
   p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg, recon=recon)
-  replicated = replicate(state)
-  base_key = replicate(jax.random.key(config.seed + 3))
+  replicated = ts.replicate(state)
+  base_key = ts.replicate(jax.random.key(config.seed + 3))
   rng = np.random.default_rng(config.seed)
   per_step = devices * cfg.per_device_batch
 
@@ -229,7 +227,7 @@ def main(argv) -> None:
     if due or step == config.num_steps or out_of_time:
       mark += 1
       jax.block_until_ready(replicated)
-      host = jax.device_get(flax.jax_utils.unreplicate(replicated))
+      host = ts.unreplicate(replicated)
       run = experiment.Run(config=config, generator=generator, ema_params=host.ema_params,
                          prior=host.prior, step=step)
       tick = time.perf_counter()

@@ -20,7 +20,6 @@ import pathlib
 import sys
 import time
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,10 +46,6 @@ def _peak_gib():
   return None if peak is None else peak / 2**30
 
 
-def _replicate(tree):
-  return flax.jax_utils.replicate(tree, axis_name=ts.AXIS)
-
-
 def _setup(resolution, per_device_batch, batch_split, prior=None):
   generator, discriminator = AnimatableGenerator(), Discriminator(resolution)
   g_tx, d_tx = ts.make_optimizers()
@@ -68,8 +63,8 @@ def bench_steps(resolution, per_device_batch, batch_split, repeats):
   batch = Batch.dummy(devices * per_device_batch, resolution)
   batch = jax.tree_util.tree_map(lambda x: x.reshape((devices, per_device_batch) + x.shape[1:]),
                                  batch)
-  key = _replicate(jax.random.key(1))
-  replicated = _replicate(state)
+  key = ts.replicate(jax.random.key(1))
+  replicated = ts.replicate(state)
   d_fn = jax.pmap(functools.partial(ts.d_step, generator=generator, discriminator=discriminator,
                                     d_tx=d_tx, cfg=cfg), axis_name=ts.AXIS)
   g_fn = jax.pmap(functools.partial(ts.g_step, generator=generator, discriminator=discriminator,
@@ -103,7 +98,7 @@ def train_stretch(resolution, per_device_batch, batch_split, seconds, num_images
                                                             batch_split, prior)
   p_step = ts.make_train_step(generator, discriminator, g_tx, d_tx, cfg)
   devices = jax.local_device_count()
-  replicated, key = _replicate(state), _replicate(jax.random.key(2))
+  replicated, key = ts.replicate(state), ts.replicate(jax.random.key(2))
   rng = np.random.default_rng(0)
   log, step, begin = [], 0, time.perf_counter()
   while time.perf_counter() - begin < seconds:
@@ -120,7 +115,7 @@ def train_stretch(resolution, per_device_batch, batch_split, seconds, num_images
       log.append(m)
       print(json.dumps({k: round(v, 4) for k, v in m.items()}), flush=True)
   jax.block_until_ready(replicated)
-  host = flax.jax_utils.unreplicate(replicated)
+  host = ts.unreplicate(replicated)
   latents = sample_latents(prior, jax.random.key(3), 8)
   grid = render(generator, {"params": host.ema_params}, latents, Camera.frontal(8),
                 resolution=resolution, lock_view=True).image

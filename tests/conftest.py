@@ -1,9 +1,11 @@
 """Test setup: 8 fake CPU devices (set before jax is imported) and the shared reference data."""
 
+import atexit
 import collections
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 import zlib
 
@@ -12,9 +14,12 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The end-to-end tests compile the same tiny training step in several runs (and subprocesses,
-# which inherit the environment): a per-session persistent compilation cache makes that once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      tempfile.mkdtemp(prefix="anifacegan_jax_test_cache_"))
+# which inherit the environment): a persistent compilation cache per test session makes that
+# once. The process that makes it (pytest, or with -n its controller, whose environment the
+# workers inherit) removes it at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="anifacegan_jax_test_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import numpy as np  # noqa: E402

@@ -55,16 +55,15 @@ def tiny_setup(num_devices):
 
 def run_steps(state, batch, p_step, steps, before_step=None):
   """`steps` iterations from `state` on the (local devices, ...) batch; returns the host state."""
-  import flax.jax_utils
   import jax
   from anifacegan_jax import train_step as ts
-  replicated = flax.jax_utils.replicate(state, axis_name=ts.AXIS)
-  key = flax.jax_utils.replicate(jax.random.key(1), axis_name=ts.AXIS)
+  replicated = ts.replicate(state)
+  key = ts.replicate(jax.random.key(1))
   for step in range(steps):
     if before_step is not None:
       before_step(step)
     replicated, _ = p_step(replicated, batch, key)
-  return jax.device_get(flax.jax_utils.unreplicate(replicated))
+  return ts.unreplicate(replicated)
 
 
 def main():

@@ -3,7 +3,6 @@
 import dataclasses
 import functools
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +10,7 @@ import optax
 import pytest
 
 from anifacegan_jax import train_step as ts
+from anifacegan_jax.models import layers
 from anifacegan_jax.models.discriminator import Discriminator
 from anifacegan_jax.models.generator import AnimatableGenerator
 from anifacegan_jax.types import Batch
@@ -39,13 +39,9 @@ def p_step(setup):
   return ts.make_train_step(generator, discriminator, g_tx, d_tx, CFG)
 
 
-def _replicate(tree):
-  return flax.jax_utils.replicate(tree, axis_name="batch")
-
-
 def test_one_step_keeps_replicas_identical(setup, p_step):
   *_, state, batch = setup
-  new, metrics = p_step(_replicate(state), batch, _replicate(jax.random.key(1)))
+  new, metrics = p_step(ts.replicate(state), batch, ts.replicate(jax.random.key(1)))
   assert int(new.step[0]) == 1 and int(new.nonfinite[0]) == 0
   for tree in (new.g_params, new.d_params, new.ema_params):
     for leaf in jax.tree_util.tree_leaves(tree):
@@ -60,12 +56,38 @@ def test_one_step_keeps_replicas_identical(setup, p_step):
   assert 0 < float(metrics["crossings"][0]) <= 1 and 0 < float(metrics["foreground"][0]) <= 1
 
 
+def test_replicate_lays_a_copy_on_every_device_and_unreplicate_reads_it_back():
+  tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": jnp.int32(7),
+          "key": jax.random.key(4)}
+  replicated = ts.replicate(tree)
+  assert replicated["w"].shape == (8, 2, 3) and len(replicated["w"].sharding.device_set) == 8
+  doubled = jax.pmap(lambda t: {**t, "w": t["w"] * 2, "step": t["step"] * 2},
+                     axis_name=ts.AXIS)(replicated)
+  back = ts.unreplicate(doubled)
+  np.testing.assert_array_equal(back["w"], tree["w"] * 2)
+  assert isinstance(back["w"], np.ndarray) and int(back["step"]) == 14
+  np.testing.assert_array_equal(jax.random.key_data(back["key"]),
+                                jax.random.key_data(tree["key"]))
+
+
+@pytest.mark.parametrize("init", [layers.kaiming_leaky_init(), layers.kaiming_leaky_init(scale=0.25),
+                                  layers.geometric_hidden_init, layers.film_kernel_init(True),
+                                  layers.film_kernel_init(False), layers.uniform(0.3)])
+def test_a_compiled_initialisation_draws_the_parameters_of_one_run_op_by_op(init):
+  # create_state compiles the whole initialisation; the parameters must stay those of the
+  # op-by-op runs that trained the shipped and benchmarked models (fused, a scale folded into
+  # the sampler's constants moves values by an ulp).
+  key = jax.random.key(11)
+  for shape in ((160, 64), (64, 1152), (3, 64)):
+    np.testing.assert_array_equal(jax.jit(lambda k: init(k, shape))(key), init(key, shape))
+
+
 def test_discriminator_loss_decreases_on_a_fixed_batch(setup):
   generator, discriminator, g_tx, d_tx, state, batch = setup
   step = functools.partial(ts.d_step, generator=generator, discriminator=discriminator,
                            d_tx=d_tx, cfg=CFG)
   p_step = jax.pmap(step, axis_name="batch")
-  replicated, key = _replicate(state), _replicate(jax.random.key(2))  # fixed fakes
+  replicated, key = ts.replicate(state), ts.replicate(jax.random.key(2))  # fixed fakes
   losses = []
   for _ in range(8):
     replicated, metrics = p_step(replicated, batch, key)
@@ -76,7 +98,7 @@ def test_discriminator_loss_decreases_on_a_fixed_batch(setup):
 def test_nonfinite_batch_skips_the_update(setup, p_step):
   *_, state, batch = setup
   bad = batch.replace(image=batch.image.at[3, 0, 0, 0, 0].set(jnp.nan))
-  new, metrics = p_step(_replicate(state), bad, _replicate(jax.random.key(1)))
+  new, metrics = p_step(ts.replicate(state), bad, ts.replicate(jax.random.key(1)))
   assert int(new.nonfinite[0]) == 1 and float(metrics["d_ok"][0]) == 0.0
   for a, b in zip(jax.tree_util.tree_leaves(new.d_params), jax.tree_util.tree_leaves(state.d_params)):
     np.testing.assert_array_equal(a[0], b)
@@ -122,7 +144,7 @@ def test_the_image_losses_can_leave_the_deformation_to_its_imitation(setup):
   cfg = dataclasses.replace(CFG, batch_split=1, deform_image_gradient=False)
   step = jax.pmap(functools.partial(ts.g_step, generator=generator, discriminator=discriminator,
                                     g_tx=g_tx, cfg=cfg), axis_name="batch")
-  new, metrics = step(_replicate(state), _replicate(jax.random.key(5)))
+  new, metrics = step(ts.replicate(state), ts.replicate(jax.random.key(5)))
   assert float(metrics["g_ok"][0]) == 1.0
   moved = lambda name: max(float(jnp.abs(a[0] - b).max()) for a, b in zip(
       jax.tree_util.tree_leaves(new.g_params[name]),
@@ -264,8 +286,8 @@ def test_the_discofacegram_model_conditions_its_template_on_the_expression(setup
                             reg_weight=0.0, smooth_weight=0.0, imitation_points=64)
   step = jax.pmap(functools.partial(ts.g_step, generator=generator, discriminator=discriminator,
                                     g_tx=g_tx, cfg=cfg), axis_name="batch")
-  new, metrics = step(_replicate(state), _replicate(jax.random.key(1)),
-                      _replicate(ts.Teachers(face=face)))
+  new, metrics = step(ts.replicate(state), ts.replicate(jax.random.key(1)),
+                      ts.replicate(ts.Teachers(face=face)))
   assert float(metrics["g_ok"][0]) == 1.0 and np.isfinite(metrics["chamfer"]).all()
   assert "deform_imitation" not in metrics
   assert float(jnp.abs(new.g_params["mapping"]["dense_0"]["kernel"][0]

@@ -93,6 +93,12 @@ def matmul(x: Array, kernel: Array, precision: str = "default") -> Array:
   return jnp.dot(x, kernel, precision=lax_precision)
 
 
+def _unfused(x: Array) -> Array:
+  """`x` as computed on its own: a compiled initialisation then draws the same bits as one run
+  op by op (fused, the scale would be folded into the sampler's constants, 1 ulp apart)."""
+  return jax.lax.optimization_barrier(x)
+
+
 def uniform(bound: float) -> Initializer:
   """U(-bound, bound)."""
   def init(key, shape, dtype=jnp.float32):
@@ -113,13 +119,13 @@ def kaiming_leaky_init(negative_slope: float = 0.2, scale: float = 1.0) -> Initi
   """N(0, (gain/√fan_in)²)·scale with gain = √(2/(1+a²)) (PyTorch kaiming_normal_, fan_in, leaky_relu)."""
   def init(key, shape, dtype=jnp.float32):
     std = math.sqrt(2.0 / (1.0 + negative_slope**2)) / math.sqrt(shape[0])
-    return scale * std * jax.random.normal(key, shape, dtype)
+    return scale * std * _unfused(jax.random.normal(key, shape, dtype))
   return init
 
 
 def geometric_hidden_init(key, shape, dtype=jnp.float32):
   """N(0, 2/fan_out): GRAM's geometric init of the manifold predictor's hidden layers."""
-  return math.sqrt(2.0 / shape[1]) * jax.random.normal(key, shape, dtype)
+  return math.sqrt(2.0 / shape[1]) * _unfused(jax.random.normal(key, shape, dtype))
 
 
 class Linear(nn.Module):
