@@ -37,7 +37,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # selenium drives Chromium in the viewer's browser test (launch/install_chromium.sh).
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "imageio-ffmpeg>=0.5", "selenium>=4.11"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.8", "imageio-ffmpeg>=0.5", "selenium>=4.11"],
         "video": ["imageio-ffmpeg>=0.5"],  # .mp4 output of `sample --mode=video` (GIF/WebP need none)
         # NVIDIA GPUs from Volta (V100) on: CUDA 12 wheels (CUDA 13 dropped Volta).
         "cuda12": ["jax[cuda12]>=0.4.35"],

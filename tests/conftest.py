@@ -32,6 +32,19 @@ from configs import default as default_config  # noqa: E402
 REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
+# The slowest files, slowest first (end-to-end runs and compiled training steps). CI runs the
+# suite in two processes that take whole files (`-n 2 --dist loadfile --no-loadscope-reorder`,
+# in the order collected): started first, a long file cannot be left running alone at the end.
+SLOWEST_FIRST = ("main_test.py", "training_test.py", "train_step_test.py", "reliability_test.py",
+                 "generator_test.py", "distributed_test.py", "pretrained_test.py",
+                 "inversion_test.py", "recon_test.py", "warmup_test.py", "control_test.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest in order
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """tfds data_dir of the end-to-end tests (the tiny SynthFaces set is prepared on first use)."""
