@@ -199,7 +199,7 @@ def test_depth_reaches_the_manifolds_only_through_the_weights(depth_gradient):
                  Camera.frontal(1), resolution=6, chunk_size=36)
     return jnp.sum(out.depth)
 
-  grads = jax.grad(depth)(params["manifold"])
+  grads = jax.jit(jax.grad(depth))(params["manifold"])
   size = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads))
   assert (size > 1e-4) if depth_gradient else size == 0.0
 
@@ -240,11 +240,13 @@ def test_the_polynomial_sine_is_sine_to_float32_precision():
 def test_the_polynomial_sine_renders_the_same_image(model_and_variables):
   model, variables = model_and_variables
   latents, cam = _latents(5, 2), Camera(pitch=jnp.array([1.5, 1.6]), yaw=jnp.array([1.4, 1.8]))
-  images = [render(model.clone(sine=sine), variables, latents, cam, resolution=16).image
+  images = [jax.jit(lambda v: render(model.clone(sine=sine), v, latents, cam,
+                                     resolution=16).image)(variables)
             for sine in ("xla", "polynomial")]
   np.testing.assert_allclose(images[0], images[1], atol=2e-5)
-  grads = [jax.grad(lambda p: jnp.mean(render(model.clone(sine=sine), {"params": p}, latents, cam,
-                                              resolution=8).image))(variables["params"])
+  grads = [jax.jit(jax.grad(lambda p: jnp.mean(render(model.clone(sine=sine), {"params": p},
+                                                      latents, cam, resolution=8).image)))(
+                                                          variables["params"])
            for sine in ("xla", "polynomial")]
   for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
     np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(a).max()) + 1e-9)

@@ -249,9 +249,11 @@ class AnimatableGenerator(nn.Module):
     return self.render_rays(self.codes(latents), rays)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_generator(model: AnimatableGenerator, key: PRNGKey) -> PyTree:
   """Initial variables {'params': {'manifold', 'mapping', 'radiance', 'deformation'}} (no
-  'deformation' when the model has no deformation field)."""
+  'deformation' when the model has no deformation field); one compiled call, the same values as
+  op by op (`layers`' initialisers are unfused)."""
   latents = jax.tree_util.tree_map(lambda x: x[0], Latents.dummy(1))
   return model.init(key, latents, Rays.dummy(2))
 
