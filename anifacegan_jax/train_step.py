@@ -219,6 +219,8 @@ def unreplicate(tree: PyTree) -> PyTree:
   def get(x):
     if not isinstance(x, jax.Array) or jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       return x[0]
+    if x.ndim == 0:  # not a pmapped output (those have the device axis): as flax, unchanged
+      return np.asarray(x)
     if len(x.sharding.device_set) > 1 and x.sharding.is_fully_replicated:
       return np.asarray(x.addressable_shards[0].data)
     first = min(x.addressable_shards, key=lambda shard: shard.index[0].start or 0)

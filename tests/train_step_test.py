@@ -68,6 +68,7 @@ def test_replicate_lays_a_copy_on_every_device_and_unreplicate_reads_it_back():
   assert isinstance(back["w"], np.ndarray) and int(back["step"]) == 14
   np.testing.assert_array_equal(jax.random.key_data(back["key"]),
                                 jax.random.key_data(tree["key"]))
+  assert int(ts.unreplicate({"scalar": jnp.int32(3)})["scalar"]) == 3
 
 
 @pytest.mark.parametrize("init", [layers.kaiming_leaky_init(), layers.kaiming_leaky_init(scale=0.25),
